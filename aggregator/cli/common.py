@@ -1,0 +1,76 @@
+"""Options and helpers shared by commands."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from aggregator import config as config_mod
+from aggregator import log
+from aggregator.config import Config
+from aggregator.errors import AggregatorError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_options(fn: F) -> F:
+    """``--config``, ``--db`` and logging options."""
+    fn = click.option(
+        "--log-level",
+        default="INFO",
+        show_default=True,
+        type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+        help="Least severe log level printed (logs go to stderr).",
+    )(fn)
+    fn = click.option(
+        "--db",
+        "database",
+        metavar="PATH",
+        help="SQLite database to use (overrides [storage] database).",
+    )(fn)
+    fn = click.option(
+        "--config",
+        "-c",
+        "config_path",
+        metavar="FILE",
+        help="Config file. Default: $AGGREGATOR_CONFIG, ./aggregator.toml,"
+        " then ~/.config/aggregator/config.toml.",
+    )(fn)
+    return fn
+
+
+def load_config(config_path: str | None, database: str | None, log_level: str) -> Config:
+    """Configure logging, then find and validate the config (exit 2 on error)."""
+    log.configure(level=log_level)
+    try:
+        config = config_mod.load(config_mod.find_config(config_path))
+    except AggregatorError as exc:
+        fail(str(exc), code=2)
+    if database:
+        config = config.model_copy(
+            update={"storage": config.storage.model_copy(update={"database": database})}
+        )
+    return config
+
+
+def fail(message: str, *, code: int = 1) -> None:
+    """Print ``message`` to stderr and exit with ``code``."""
+    click.echo(f"aggregator: {message}", err=True)
+    sys.exit(code)
+
+
+def handles_errors(fn: F) -> F:
+    """Turn an ``AggregatorError`` into a one-line message and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AggregatorError as exc:
+            fail(str(exc))
+
+    return wrapper  # type: ignore[return-value]

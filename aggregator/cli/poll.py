@@ -1,0 +1,71 @@
+"""``aggregator poll`` (one pass) and ``aggregator run`` (the daemon)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import click
+
+from aggregator.cli.common import config_options, handles_errors, load_config
+from aggregator.config import Config
+from aggregator.fetch import Fetcher
+from aggregator.pipeline import Pipeline, PollResult
+from aggregator.scheduler import Daemon
+from aggregator.store.thread import StoreThread
+
+
+@click.command("poll")
+@config_options
+@click.option("--source", "-s", "names", multiple=True, help="Poll only this source (repeatable).")
+@handles_errors
+def poll_command(config_path: str | None, database: str | None, log_level: str, names: tuple[str, ...]) -> None:
+    """Poll every source once, store what changed, print a summary, exit.
+
+    Exits 0 when the pass ran, even if some sources failed (each failure is
+    recorded in the database and logged); non-zero only when it could not run.
+    """
+    config = load_config(config_path, database, log_level)
+    results = asyncio.run(poll_once(config, names))
+    click.echo(summarise(results))
+
+
+async def poll_once(config: Config, names: tuple[str, ...] = ()) -> list[PollResult]:
+    """One pass over the chosen (default: all enabled) sources."""
+    unknown = set(names) - {s.name for s in config.sources}
+    if unknown:
+        raise click.UsageError(f"no source named {', '.join(sorted(unknown))} in {config.path}")
+    chosen = [s for s in config.sources if (s.name in names if names else s.enabled)]
+    store = StoreThread(config.storage.database)
+    try:
+        async with Fetcher(config.fetch) as fetcher:
+            pipeline = Pipeline(config, store, fetcher)
+            await pipeline.sync()
+            return await pipeline.poll_all(chosen)
+    finally:
+        store.close()
+
+
+def summarise(results: list[PollResult]) -> str:
+    """One line: sources polled, failures, and counts of each kind of change."""
+    counts: Counter[str] = Counter()
+    for result in results:
+        counts.update(result.counts)
+    failed = [r for r in results if not r.ok]
+    parts = [f"{len(results)} sources polled", f"{len(failed)} failed"]
+    parts += [f"{counts[k]} {k}" for k in ("new", "changed", "removed", "restored")]
+    lines = [", ".join(parts)]
+    lines += [f"  failed: {r.source}: {r.error}" for r in failed]
+    return "\n".join(lines)
+
+
+@click.command("run")
+@config_options
+@handles_errors
+def run_command(config_path: str | None, database: str | None, log_level: str) -> None:
+    """Run the daemon: poll each source on its interval until SIGTERM or Ctrl-C."""
+    config = load_config(config_path, database, log_level)
+    asyncio.run(Daemon(config).run())
+
+
+COMMANDS = [poll_command, run_command]

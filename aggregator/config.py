@@ -1,0 +1,267 @@
+"""Read and validate the TOML configuration, once, into frozen models.
+
+Everything is checked up front: an unknown key, a bad URL, a bad interval or a
+duplicate name raises ``ConfigError`` naming the file, the key path and the
+problem. Kind-specific source options are validated by the source's parser
+(``aggregator.parse.PARSERS``).
+
+Lookup order when no ``--config`` is given: ``$AGGREGATOR_CONFIG``,
+``./aggregator.toml``, then ``$XDG_CONFIG_HOME/aggregator/config.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from aggregator.detect import REMOVAL_POLICIES
+from aggregator.errors import ConfigError
+from aggregator.timeutil import parse_duration
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+DEFAULT_USER_AGENT = (
+    "aggregator/{version} (+https://github.com/aggregator-news/aggregator; news change tracker)"
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Strict):
+    """``[storage]``: where the history lives."""
+
+    database: str = Field(default_factory=lambda: default_database())
+    keep_fetches: Duration = 90 * 86400.0
+
+
+class FetchConfig(_Strict):
+    """``[fetch]``: how politely and how safely we fetch."""
+
+    user_agent: str = DEFAULT_USER_AGENT
+    timeout: Duration = 30.0
+    connect_timeout: Duration = 10.0
+    max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_redirects: int = Field(default=5, ge=0, le=20)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    per_host: int = Field(default=2, ge=1, le=64)
+    allow_private: bool = False
+
+
+class LimitsConfig(_Strict):
+    """``[limits]``: bounds on what one response may make us store."""
+
+    max_entries: int = Field(default=5000, gt=0)
+    max_field_chars: int = Field(default=1_000_000, gt=0)
+
+
+class SourceConfig(BaseModel):
+    """One ``[[sources]]`` table. Kind-specific keys go to ``options``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    url: str
+    name: str = ""
+    kind: str = "feed"
+    interval: Duration = 900.0
+    removals: str = "window"
+    ignore: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    enabled: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        return value.strip()
+
+    @field_validator("removals")
+    @classmethod
+    def _removals(cls, value: str) -> str:
+        if value not in REMOVAL_POLICIES:
+            raise ValueError(f"must be one of {', '.join(REMOVAL_POLICIES)}, got {value!r}")
+        return value
+
+    @field_validator("ignore")
+    @classmethod
+    def _ignore(cls, value: list[str]) -> list[str]:
+        for i, pattern in enumerate(value):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {i} {pattern!r} is not a valid regex: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _name(self) -> SourceConfig:
+        if not self.name:
+            object.__setattr__(self, "name", name_from_url(self.url))
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The kind-specific keys, as written."""
+        return dict(self.model_extra or {})
+
+    @property
+    def ignore_patterns(self) -> list[re.Pattern[str]]:
+        """``ignore`` compiled."""
+        return [re.compile(p) for p in self.ignore]
+
+
+class Config(_Strict):
+    """The whole configuration file."""
+
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    fetch: FetchConfig = Field(default_factory=FetchConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    sources: list[SourceConfig] = Field(default_factory=list)
+    path: str = ""  # where it was read from (set by load)
+
+    def source(self, name: str) -> SourceConfig:
+        """The source called ``name``."""
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise KeyError(name)
+
+
+def default_database() -> str:
+    """``$AGGREGATOR_DB``, else ``$STATE_DIRECTORY/aggregator.db`` (systemd), else ./aggregator.db."""
+    if env := os.environ.get("AGGREGATOR_DB"):
+        return env
+    if state := os.environ.get("STATE_DIRECTORY"):
+        return str(Path(state.split(":")[0]) / "aggregator.db")
+    return "aggregator.db"
+
+
+def name_from_url(url: str) -> str:
+    """A readable default name: host plus path, e.g. ``example.com/news/feed.xml``."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}{parts.path.rstrip('/')}" or url
+
+
+def find_config(explicit: str | None = None) -> Path:
+    """Locate the config file, or raise ``ConfigError`` saying how to create one."""
+    if explicit:
+        return Path(explicit)
+    candidates = []
+    if env := os.environ.get("AGGREGATOR_CONFIG"):
+        candidates.append(Path(env))
+    candidates.append(Path("aggregator.toml"))
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    candidates.append(Path(xdg) / "aggregator" / "config.toml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    tried = ", ".join(str(c) for c in candidates)
+    raise ConfigError(
+        f"no configuration file found (looked for {tried}).\n"
+        "Start from the example: cp config/example.toml aggregator.toml, then edit its"
+        " [[sources]]; or pass --config FILE; or try `aggregator demo` first."
+    )
+
+
+def load(path: str | Path) -> Config:
+    """Read, merge defaults into and validate the config at ``path``."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(raw, str(path))
+
+
+def parse(raw: dict[str, Any], where: str = "<config>") -> Config:
+    """Validate an already-parsed TOML document (``where`` names it in errors)."""
+    raw = dict(raw)
+    defaults = raw.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{where}: defaults: must be a table")
+    _check_defaults(defaults, where)
+    sources = raw.get("sources", [])
+    if not isinstance(sources, list):
+        raise ConfigError(f"{where}: sources: must be an array of tables ([[sources]])")
+    raw["sources"] = [{**defaults, **s} if isinstance(s, dict) else s for s in sources]
+    try:
+        config = Config.model_validate({**raw, "path": where})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, where, raw)) from None
+    _check_sources(config, where)
+    return config
+
+
+def _check_defaults(defaults: dict[str, Any], where: str) -> None:
+    for key in ("url", "name"):
+        if key in defaults:
+            raise ConfigError(f"{where}: defaults.{key}: cannot be a default; set it per source")
+
+
+def _check_sources(config: Config, where: str) -> None:
+    from aggregator.parse import validate_options  # the registry lives with the parsers
+
+    seen: dict[str, int] = {}
+    for i, source in enumerate(config.sources):
+        label = f"{where}: sources[{i}]"
+        if source.name in seen:
+            raise ConfigError(
+                f"{label}.name: duplicate name {source.name!r} (also sources[{seen[source.name]}])"
+                "; give each source a unique name"
+            )
+        seen[source.name] = i
+        try:
+            validate_options(source.kind, source.options)
+        except ConfigError as exc:
+            raise ConfigError(f"{label}.{exc}") from None
+
+
+def _describe(exc: ValidationError, where: str, raw: dict[str, Any]) -> str:
+    lines = []
+    for error in exc.errors():
+        path = _key_path(error["loc"], raw)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see config/example.toml)"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{where}: {path}: {message}")
+    return "\n".join(lines)
+
+
+def _key_path(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    if len(loc) >= 2 and loc[0] == "sources" and isinstance(loc[1], int):
+        try:
+            name = raw["sources"][loc[1]].get("name")
+        except (IndexError, AttributeError, KeyError):
+            name = None
+        if name:
+            path += f" (source {name!r})"
+    return path

@@ -1,0 +1,112 @@
+"""Decide what is new, changed, removed or restored. Pure functions, no I/O.
+
+Removal policy (``removals`` option of a source):
+
+``window`` (default)
+    Feeds and live blogs show a window of their latest items. An entry that is
+    missing is ``removed`` only when an entry *older* than it is still listed:
+    older by published date when both have one, else lower in the previous
+    listing. An entry that fell off the bottom of the window is left alone.
+``all``
+    The source lists everything it has (a complete feed): any missing entry
+    is ``removed``.
+``never``
+    Entries are never marked removed.
+
+A response that was not read completely (truncated XML, a failed parse)
+never removes anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from aggregator.models import TRACKED_FIELDS, Change, Known, Snapshot
+
+REMOVAL_POLICIES = ("window", "all", "never")
+TEXT_FIELDS = ("summary", "content")
+
+
+def detect(
+    known: Mapping[str, Known],
+    snapshots: Sequence[Snapshot],
+    *,
+    removals: str = "window",
+    complete: bool = True,
+) -> list[Change]:
+    """Compare the current listing with what the store knows.
+
+    Args:
+        known: the store's entries for this source, by key.
+        snapshots: the items just read, in the publisher's order.
+        removals: the source's removal policy (see module docstring).
+        complete: False when the listing may be partial; nothing is removed then.
+
+    Returns:
+        One ``Change`` per event, listing order first, then removals.
+    """
+    changes = [c for s in snapshots if (c := _compare(known.get(s.item.key), s)) is not None]
+    if complete and snapshots and removals != "never":
+        changes.extend(_removals(known, snapshots, everything=removals == "all"))
+    return changes
+
+
+def _compare(previous: Known | None, current: Snapshot) -> Change | None:
+    key = current.item.key
+    if previous is None:
+        return Change("new", key, snapshot=current)
+    fields = changed_fields(previous.texts, current.texts)
+    edit = classify_edit(previous.texts, current.texts, fields)
+    if previous.removed:
+        return Change("restored", key, fields, edit, current, previous)
+    if previous.content_hash == current.content_hash or not fields:
+        return None
+    return Change("changed", key, fields, edit, current, previous)
+
+
+def changed_fields(before: Mapping[str, str], after: Mapping[str, str]) -> tuple[str, ...]:
+    """The tracked fields whose normalised text differs."""
+    return tuple(f for f in TRACKED_FIELDS if before.get(f, "") != after.get(f, ""))
+
+
+def classify_edit(
+    before: Mapping[str, str], after: Mapping[str, str], fields: Sequence[str]
+) -> str | None:
+    """``appended`` if the text only gained paragraphs, ``edited`` if it was rewritten.
+
+    ``None`` when neither summary nor content changed.
+    """
+    text_fields = [f for f in TEXT_FIELDS if f in fields]
+    if not text_fields:
+        return None
+    if all(is_pure_addition(before.get(f, ""), after.get(f, "")) for f in text_fields):
+        return "appended"
+    return "edited"
+
+
+def is_pure_addition(old: str, new: str) -> bool:
+    """True when every paragraph of ``old`` is still in ``new``, in order, unchanged."""
+    if not old:
+        return bool(new)
+    remaining = iter(new.split("\n\n"))
+    return all(any(p == q for q in remaining) for p in old.split("\n\n")) and old != new
+
+
+def _removals(
+    known: Mapping[str, Known], snapshots: Sequence[Snapshot], *, everything: bool
+) -> list[Change]:
+    present = {s.item.key for s in snapshots}
+    missing = [k for k in known.values() if k.key not in present and not k.removed]
+    if not everything:
+        still = [known[key] for key in present if key in known]
+        missing = [m for m in missing if any(_older(p, m) for p in still)]
+    return [Change("removed", m.key, previous=m) for m in missing]
+
+
+def _older(present: Known, missing: Known) -> bool:
+    """Whether ``present`` is an older item than ``missing`` in the publisher's order."""
+    if present.published and missing.published:
+        return present.published < missing.published
+    if present.position is not None and missing.position is not None:
+        return present.position > missing.position
+    return False

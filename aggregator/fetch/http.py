@@ -1,0 +1,285 @@
+"""Fetch one URL politely and safely.
+
+* conditional GET (``If-None-Match`` / ``If-Modified-Since``);
+* a total deadline per fetch (httpx's timeouts are per phase only);
+* a body cap enforced while streaming *and after decompression*: we
+  advertise gzip, deflate and br and decode ``aiter_raw()`` ourselves with a
+  bounded output, since httpx decodes each chunk without limit;
+* redirects followed by hand, at most ``max_redirects``, each hop checked by
+  ``netguard``; a chain of only permanent redirects (301/308) reports the new URL;
+* a global and a per-host concurrency cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from urllib.parse import urljoin, urlsplit
+
+import brotli
+import httpx
+
+from aggregator import __version__
+from aggregator.config import FetchConfig
+from aggregator.errors import FetchError
+from aggregator.fetch.netguard import check_url
+from aggregator.timeutil import utcnow
+
+ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/feed+json, application/xml;q=0.9,"
+    " text/xml;q=0.9, application/json;q=0.8, text/html;q=0.7, */*;q=0.5"
+)
+REDIRECTS = (301, 302, 303, 307, 308)
+PERMANENT = (301, 308)
+
+
+@dataclass(slots=True)
+class Response:
+    """A successful (2xx or 304) response, body already read and decoded."""
+
+    url: str
+    final_url: str
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    moved_to: str | None = None
+    elapsed_ms: int = 0
+    redirects: list[str] = field(default_factory=list)
+
+    @property
+    def etag(self) -> str | None:
+        """The validator to send back as ``If-None-Match``."""
+        return self.headers.get("etag")
+
+    @property
+    def last_modified(self) -> str | None:
+        """The validator to send back as ``If-Modified-Since``."""
+        return self.headers.get("last-modified")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, (moment - utcnow()).total_seconds())
+
+
+class Fetcher:
+    """An httpx client plus the politeness and safety rules. Use as an async context."""
+
+    def __init__(self, config: FetchConfig) -> None:
+        self.config = config
+        self.client = httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
+            limits=httpx.Limits(
+                max_connections=config.concurrency * 2, max_keepalive_connections=config.concurrency
+            ),
+            headers={
+                "User-Agent": config.user_agent.format(version=__version__),
+                "Accept": ACCEPT,
+                "Accept-Encoding": "gzip, deflate, br",
+            },
+            trust_env=False,
+        )
+        self._global = asyncio.Semaphore(config.concurrency)
+        self._hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(config.per_host)
+        )
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()
+
+    async def fetch(
+        self, url: str, *, etag: str | None = None, last_modified: str | None = None
+    ) -> Response:
+        """GET ``url`` within the caps; raise ``FetchError`` with a readable reason."""
+        host = urlsplit(url).hostname or ""
+        headers = {}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        started = time.monotonic()
+        async with self._global, self._hosts[host]:
+            try:
+                async with asyncio.timeout(self.config.timeout):
+                    response = await self._follow(url, headers)
+            except TimeoutError:
+                raise FetchError(
+                    f"timed out: no complete response within {self.config.timeout:g}s"
+                ) from None
+            except httpx.HTTPError as exc:
+                raise FetchError(describe_httpx_error(exc)) from None
+        response.elapsed_ms = int((time.monotonic() - started) * 1000)
+        return response
+
+    async def _follow(self, url: str, headers: dict[str, str]) -> Response:
+        allow_loopback: bool | None = None
+        chain: list[str] = []
+        permanent = True
+        current = url
+        for _hop in range(self.config.max_redirects + 1):
+            on_loopback = await check_url(
+                current,
+                allow_loopback=allow_loopback is not False,
+                allow_private=self.config.allow_private,
+            )
+            if allow_loopback is None:
+                allow_loopback = on_loopback
+            request = self.client.build_request("GET", current, headers=headers)
+            response = await self.client.send(request, stream=True)
+            try:
+                if response.status_code in REDIRECTS and "location" in response.headers:
+                    permanent = permanent and response.status_code in PERMANENT
+                    chain.append(current)
+                    current = urljoin(current, response.headers["location"])
+                    continue
+                return await self._finish(url, current, response, chain, permanent)
+            finally:
+                await response.aclose()
+        raise FetchError(
+            f"too many redirects (more than {self.config.max_redirects}): {' -> '.join(chain[:6])}"
+        )
+
+    async def _finish(
+        self, url: str, final: str, response: httpx.Response, chain: list[str], permanent: bool
+    ) -> Response:
+        status = response.status_code
+        if not (200 <= status < 300 or status == 304):
+            raise status_error(response)
+        body = b"" if status == 304 else await self._read(response)
+        return Response(
+            url=url,
+            final_url=final,
+            status=status,
+            headers={k.lower(): v for k, v in response.headers.items()},
+            body=body,
+            moved_to=final if chain and permanent else None,
+            redirects=chain,
+        )
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        cap = self.config.max_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise FetchError(f"response too large: Content-Length {declared} > limit {cap} bytes")
+        encoding = response.headers.get("content-encoding", "identity").lower().strip()
+        return await read_capped(response.aiter_raw(), encoding, cap)
+
+
+async def read_capped(chunks: AsyncIterator[bytes], encoding: str, cap: int) -> bytes:
+    """Read and decode a body, failing as soon as the decoded size passes ``cap``."""
+    decoder = _Decoder(encoding)
+    out = bytearray()
+    async for raw in chunks:
+        out += decoder.feed(raw, cap + 1 - len(out))
+        if len(out) > cap:
+            raise FetchError(f"response too large: more than {cap} bytes after decompression")
+    out += decoder.flush(cap + 1 - len(out))
+    if len(out) > cap:
+        raise FetchError(f"response too large: more than {cap} bytes after decompression")
+    return bytes(out)
+
+
+class _Decoder:
+    """Incremental gzip/deflate/brotli decoding with a bound on each call's output."""
+
+    def __init__(self, encoding: str) -> None:
+        self.kind = {"": "identity", "x-gzip": "gzip"}.get(encoding, encoding)
+        if self.kind == "gzip":
+            self.z = zlib.decompressobj(31)
+        elif self.kind == "deflate":
+            self.z = zlib.decompressobj()
+        elif self.kind == "br":
+            self.br = brotli.Decompressor()
+        elif self.kind != "identity":
+            raise FetchError(f"unsupported Content-Encoding {encoding!r}")
+        self.first = True
+
+    def feed(self, raw: bytes, room: int) -> bytes:
+        try:
+            return self._feed(raw, max(room, 1))
+        except (zlib.error, brotli.error) as exc:
+            raise FetchError(f"corrupt {self.kind} body: {exc}") from None
+
+    def _feed(self, raw: bytes, room: int) -> bytes:
+        if self.kind == "identity":
+            return raw
+        if self.kind == "br":
+            out = self.br.process(raw, output_buffer_limit=room)
+            while len(out) < room and not self.br.can_accept_more_data():
+                out += self.br.process(b"", output_buffer_limit=room - len(out))
+            return out
+        if self.kind == "deflate" and self.first:  # some servers send raw deflate
+            self.first = False
+            try:
+                return self.z.decompress(raw, room)
+            except zlib.error:
+                self.z = zlib.decompressobj(-15)
+        return self.z.decompress(raw, room)
+
+    def flush(self, room: int) -> bytes:
+        if self.kind in ("gzip", "deflate"):
+            return self.z.decompress(self.z.unconsumed_tail, max(room, 1))
+        return b""
+
+
+def status_error(response: httpx.Response) -> FetchError:
+    """A ``FetchError`` for a non-success status, carrying Retry-After if given."""
+    status = response.status_code
+    reason = response.reason_phrase or ""
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    hint = {
+        404: "not found: check the URL",
+        410: "gone: the publisher removed this resource; polling stops",
+        401: "needs authentication",
+        403: "forbidden: the server refuses us",
+        429: "rate limited",
+        503: "service unavailable",
+    }.get(status, reason)
+    text = f"HTTP {status} {hint}".strip()
+    if retry_after is not None:
+        text += f" (Retry-After {retry_after:.0f}s)"
+    return FetchError(text, status=status, retry_after=retry_after)
+
+
+def describe_httpx_error(exc: httpx.HTTPError) -> str:
+    """A one-line reason for a transport error."""
+    kinds = [
+        (httpx.ConnectTimeout, "connection timed out"),
+        (httpx.ReadTimeout, "read timed out"),
+        (httpx.WriteTimeout, "write timed out"),
+        (httpx.PoolTimeout, "timed out waiting for a connection"),
+        (httpx.ConnectError, "connection failed"),
+        (httpx.RemoteProtocolError, "server broke the HTTP protocol or closed the connection"),
+        (httpx.ReadError, "connection error while reading"),
+        (httpx.UnsupportedProtocol, "unsupported URL scheme"),
+        (httpx.DecodingError, "cannot decode the response body"),
+    ]
+    for kind, text in kinds:
+        if isinstance(exc, kind):
+            detail = str(exc).strip()
+            return f"{text}: {detail}" if detail else text
+    return f"{type(exc).__name__}: {exc}"

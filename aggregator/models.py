@@ -1,0 +1,94 @@
+"""Plain data passed between the pipeline's stages.
+
+Every stage takes and returns these frozen dataclasses; none of them does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: The fields of an item that are compared between versions, in display order.
+TRACKED_FIELDS: tuple[str, ...] = ("title", "link", "author", "summary", "content")
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One story item as a parser read it: a feed entry, a live-blog post, a page.
+
+    ``summary`` and ``content`` keep the markup the publisher sent; ``normalize``
+    derives the text that is compared.
+    """
+
+    key: str
+    title: str = ""
+    link: str = ""
+    author: str = ""
+    summary: str = ""
+    content: str = ""
+    published: str | None = None  # ISO 8601, UTC
+    updated: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What a parser made of one response body.
+
+    Attributes:
+        items: the entries, in the order the publisher listed them.
+        title: the source's own title (feed title, page headline).
+        complete: False when the body was truncated or partly unreadable, so a
+            missing item must not be taken as a removal.
+        ttl_seconds: how long the publisher asked us to wait (RSS ``<ttl>``).
+        warnings: problems worth logging that did not stop parsing.
+    """
+
+    items: list[Item]
+    title: str = ""
+    complete: bool = True
+    ttl_seconds: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An item reduced to what is compared: normalised text per tracked field."""
+
+    item: Item
+    texts: dict[str, str]
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the store remembers of one entry, for detection."""
+
+    entry_id: int
+    key: str
+    texts: dict[str, str]
+    content_hash: str
+    version: int
+    removed: bool
+    position: int | None
+    published: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One detected event for one entry.
+
+    Attributes:
+        kind: ``new``, ``changed``, ``removed`` or ``restored``.
+        key: the entry's key within its source.
+        fields: the tracked fields that differ from the previous version.
+        edit: for text edits, ``appended`` (text only added at the end),
+            ``edited`` (text rewritten) or ``None``.
+        snapshot: the new state (``None`` for ``removed``).
+        previous: what the store knew before (``None`` for ``new``).
+    """
+
+    kind: str
+    key: str
+    fields: tuple[str, ...] = ()
+    edit: str | None = None
+    snapshot: Snapshot | None = None
+    previous: Known | None = None

@@ -1,0 +1,148 @@
+"""Reduce items to what is compared, so that noise never makes a version.
+
+Whitespace, entity spelling, markup, tracking parameters in links and
+configured volatile text (``ignore`` patterns) are normalised away. The
+original markup is kept by the store; only the comparison uses this text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from aggregator.models import TRACKED_FIELDS, Item, Snapshot
+
+#: Query parameters that only track the reader and never change the story.
+TRACKING_PARAMS = frozenset(
+    {
+        "fbclid", "gclid", "dclid", "msclkid", "yclid", "mc_cid", "mc_eid", "igshid",
+        "ref_src", "ref_url", "cmpid", "ocid", "smid", "smtyp", "_ga", "_gl", "mkt_tok",
+        "spm", "share", "taid", "at_medium", "at_campaign", "at_custom1", "at_custom2",
+        "at_custom3", "at_custom4", "wt.mc_id", "cid_source", "rss", "feed",
+    }
+)  # fmt: skip
+TRACKING_PREFIXES = ("utm_", "pk_", "hsa_", "__twitter", "oly_")
+
+_BLOCK = re.compile(
+    r"<\s*/?\s*(?:p|div|br|li|ul|ol|h[1-6]|blockquote|tr|table|section|article|header"
+    r"|footer|figure|figcaption|pre|hr|dd|dt|aside)\b[^>]*>",
+    re.IGNORECASE,
+)
+_DROP = re.compile(r"<(script|style|template|noscript)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+_SPACES = re.compile(r"[^\S\n]+")
+_BLANKS = re.compile(r"\n\s*\n+")
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+
+
+def canonical_url(url: str) -> str:
+    """Return ``url`` without tracking parameters, fragment or default port.
+
+    Host and scheme are lower-cased and the remaining query parameters sorted,
+    so a re-tagged link compares equal to the original.
+    """
+    url = url.strip()
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port and not ((scheme, port) in (("http", 80), ("https", 443))):
+        host = f"{host}:{port}"
+    if parts.username:
+        host = f"{parts.username}@{host}"
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if _keeps(k)]
+    return urlunsplit((scheme, host, parts.path or "/", urlencode(sorted(query)), ""))
+
+
+def _keeps(param: str) -> bool:
+    low = param.lower()
+    return low not in TRACKING_PARAMS and not low.startswith(TRACKING_PREFIXES)
+
+
+def html_to_text(markup: str) -> str:
+    """Turn an HTML fragment into plain text, one paragraph per block element.
+
+    Entities are decoded, scripts and styles dropped, whitespace collapsed,
+    and paragraphs separated by a blank line.
+    """
+    if "<" in markup:
+        markup = _COMMENT.sub("", markup)
+        markup = _DROP.sub("", markup)
+        markup = _BLOCK.sub("\n\n", markup)
+        markup = _TAG.sub("", markup)
+    if "&" in markup:
+        markup = html.unescape(markup)
+    return clean_text(markup)
+
+
+def clean_text(text: str) -> str:
+    """Normalise Unicode and whitespace: NFC, no invisible characters, single spaces."""
+    text = unicodedata.normalize("NFC", text).translate(_INVISIBLE).replace("\r", "")
+    text = _SPACES.sub(" ", text)
+    paragraphs = (line.strip() for line in _BLANKS.split(text))
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
+
+
+def strip_patterns(text: str, patterns: Sequence[re.Pattern[str]]) -> str:
+    """Remove every match of ``patterns`` (volatile text) and re-clean the result."""
+    if not patterns:
+        return text
+    for pattern in patterns:
+        text = pattern.sub("", text)
+    return clean_text(text)
+
+
+def snapshot(item: Item, ignore: Sequence[re.Pattern[str]] = ()) -> Snapshot:
+    """Reduce ``item`` to the normalised text of each tracked field and its hash."""
+    texts = {
+        "title": strip_patterns(html_to_text(item.title), ignore),
+        "link": canonical_url(item.link),
+        "author": clean_text(item.author),
+        "summary": strip_patterns(html_to_text(item.summary), ignore),
+        "content": strip_patterns(html_to_text(item.content), ignore),
+    }
+    if texts["summary"] == texts["content"]:
+        texts["summary"] = ""  # RSS often repeats the body as summary; compare it once
+    return Snapshot(item=item, texts=texts, content_hash=content_hash(texts))
+
+
+def content_hash(texts: dict[str, str]) -> str:
+    """A stable SHA-256 over the tracked fields' normalised text."""
+    joined = "\x1f".join(texts.get(name, "") for name in TRACKED_FIELDS)
+    return hashlib.sha256(joined.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def item_key(guid: str | None, link: str | None, title: str | None) -> str:
+    """The stable identity of an item: its guid, else its canonical link, else a hash."""
+    guid = (guid or "").strip()
+    if guid:
+        return canonical_url(guid) if guid.startswith(("http://", "https://")) else guid
+    link = canonical_url(link or "")
+    if link:
+        return link
+    digest = hashlib.sha256(f"{clean_text(title or '')}\x1f".encode()).hexdigest()
+    return f"sha256:{digest[:32]}"
+
+
+def unique_keys(keys: Iterable[str]) -> list[str]:
+    """Make repeated keys in one response distinct, keeping the first as is."""
+    seen: dict[str, int] = {}
+    out = []
+    for key in keys:
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        out.append(key if n == 0 else f"{key}#{n + 1}")
+    return out

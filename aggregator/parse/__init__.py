@@ -1,0 +1,72 @@
+"""Turn a response body into items. No network, no database.
+
+Each source kind is one module with a parser class; register it in
+``PARSERS`` below (one line) and it is available as ``kind = "..."``.
+A parser declares its kind-specific config keys as a pydantic ``Options``
+model (unknown keys are rejected at start-up) and implements ``parse``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from aggregator.errors import ConfigError
+from aggregator.models import Parsed
+from aggregator.parse.feed import FeedParser
+
+
+class NoOptions(BaseModel):
+    """A kind without options of its own."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Parser(Protocol):
+    """What a source kind provides."""
+
+    kind: ClassVar[str]
+    Options: ClassVar[type[BaseModel]]
+
+    def parse(
+        self, body: bytes, *, url: str, headers: Mapping[str, str], options: Any
+    ) -> Parsed:
+        """Read ``body`` (fetched from ``url`` with ``headers``) into items.
+
+        Raises:
+            ParseError: the body is not something this kind can read.
+        """
+        ...
+
+
+PARSERS: dict[str, Parser] = {
+    parser.kind: parser
+    for parser in (
+        FeedParser(),
+    )
+}  # fmt: skip
+
+
+def get_parser(kind: str) -> Parser:
+    """The parser for ``kind``; ``ConfigError`` if there is none."""
+    try:
+        return PARSERS[kind]
+    except KeyError:
+        known = ", ".join(sorted(PARSERS))
+        raise ConfigError(f"kind: unknown source kind {kind!r} (known: {known})") from None
+
+
+def validate_options(kind: str, options: Mapping[str, Any]) -> BaseModel:
+    """Check the kind-specific keys of a source; ``ConfigError`` names the bad key."""
+    parser = get_parser(kind)
+    try:
+        return parser.Options.model_validate(dict(options))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"]) or "options"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown key for kind {kind!r} (check the spelling; see the README)"
+        raise ConfigError(f"{key}: {message}") from None

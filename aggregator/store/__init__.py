@@ -1,0 +1,392 @@
+"""The only package that talks to SQLite.
+
+``Store`` is a narrow front on a sqlite-utils ``Database``: the pipeline asks it
+what it knows about a source and hands it one fetch's results, which it writes
+in one transaction (fetch log, entries, versions, changes and their outbox
+events together), so a kill at any point leaves the database consistent.
+
+A ``Store`` belongs to the thread that opened it (sqlite3 connections are per
+thread); the async pipeline runs every call on one writer thread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from aggregator.errors import StoreError
+from aggregator.events import change_event, source_event
+from aggregator.models import Change, Known, Parsed, Snapshot
+from aggregator.store.schema import migrate
+from aggregator.timeutil import now_db
+
+__all__ = ["FetchRecord", "SourceSpec", "Store", "open_database"]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """What the store needs of a configured source."""
+
+    name: str
+    kind: str
+    url: str
+    interval_seconds: float
+
+
+@dataclass(slots=True)
+class FetchRecord:
+    """One HTTP attempt, as logged in ``fetches``."""
+
+    url: str
+    started_at: str
+    outcome: str
+    final_url: str | None = None
+    status: int | None = None
+    bytes: int | None = None
+    duration_ms: int | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    error: str | None = None
+    body_sha256: str | None = None
+    moved_to: str | None = None  # new URL after a permanent redirect
+
+
+def open_database(path: str | Path, *, readonly: bool = False) -> Database:
+    """Open (and create) the database with WAL, foreign keys and a busy timeout."""
+    try:
+        if readonly:
+            conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=30)
+            db = Database(conn)
+        else:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            db = Database(sqlite3.connect(str(path), timeout=30))
+            db.enable_wal()
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA busy_timeout = 30000")
+        if not readonly:
+            db.execute("PRAGMA synchronous = NORMAL")
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from exc
+    return db
+
+
+class Store:
+    """Reads and writes the history of every source."""
+
+    def __init__(self, db: Database, *, failing_after: int = 3) -> None:
+        self.db = db
+        self.failing_after = failing_after
+
+    @classmethod
+    def open(cls, path: str | Path, *, failing_after: int = 3) -> Store:
+        """Open the database at ``path``, migrating it forward if needed."""
+        db = open_database(path)
+        try:
+            migrate(db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot set up database {path}: {exc}") from exc
+        return cls(db, failing_after=failing_after)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    # -- sources -----------------------------------------------------------
+
+    def sync_sources(self, specs: Iterable[SourceSpec]) -> dict[str, int]:
+        """Insert or update configured sources; deactivate the ones no longer configured.
+
+        Returns:
+            The source id of each configured source, by name.
+        """
+        ids: dict[str, int] = {}
+        now = now_db()
+        with self.db.atomic():
+            for spec in specs:
+                ids[spec.name] = self._upsert_source(spec, now)
+            names = list(ids) or [""]
+            marks = ",".join("?" * len(names))
+            self.db.execute(f"UPDATE sources SET active = 0 WHERE name NOT IN ({marks})", names)
+        return ids
+
+    def _upsert_source(self, spec: SourceSpec, now: str) -> int:
+        row = self.db.execute(
+            "SELECT id, config_url FROM sources WHERE name = ?", [spec.name]
+        ).fetchone()
+        if row is None:
+            cur = self.db.execute(
+                "INSERT INTO sources (name, kind, url, config_url, interval_seconds, added_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [spec.name, spec.kind, spec.url, spec.url, spec.interval_seconds, now],
+            )
+            return int(cur.lastrowid or 0)
+        source_id, config_url = row
+        if config_url != spec.url:  # the user pointed the source elsewhere: start afresh
+            self.db.execute(
+                "UPDATE sources SET url = ?, config_url = ?, etag = NULL, last_modified = NULL,"
+                " body_sha256 = NULL WHERE id = ?",
+                [spec.url, spec.url, source_id],
+            )
+        self.db.execute(
+            "UPDATE sources SET kind = ?, interval_seconds = ?, active = 1 WHERE id = ?",
+            [spec.kind, spec.interval_seconds, source_id],
+        )
+        return int(source_id)
+
+    def source(self, source_id: int) -> dict[str, Any]:
+        """The ``sources`` row of ``source_id``."""
+        return dict(self.db["sources"].get(source_id))  # type: ignore[union-attr]
+
+    def known(self, source_id: int) -> dict[str, Known]:
+        """What is stored for each entry of the source, keyed by entry key."""
+        rows = self.db.execute(
+            "SELECT e.id, e.key, e.removed_at, e.position, e.published_at, e.version_count,"
+            " v.title, v.link, v.author, v.summary_text, v.content_text, v.content_hash"
+            " FROM entries e LEFT JOIN versions v ON v.id = e.current_version_id"
+            " WHERE e.source_id = ?",
+            [source_id],
+        ).fetchall()
+        return {row[1]: _known(row) for row in rows}
+
+    # -- writes ------------------------------------------------------------
+
+    def record_fetch(self, source_id: int, fetch: FetchRecord) -> int:
+        """Log a fetch that produced no parse (304, same body, or an error)."""
+        with self.db.atomic():
+            fetch_id = self._insert_fetch(source_id, fetch, entries=None, changes=0)
+            self._update_source(source_id, fetch, title=None, changed=False)
+        return fetch_id
+
+    def record_poll(
+        self,
+        source_id: int,
+        fetch: FetchRecord,
+        parsed: Parsed,
+        snapshots: Sequence[Snapshot],
+        changes: Sequence[Change],
+    ) -> list[int]:
+        """Write one parsed fetch: its log row, every change, version and outbox event.
+
+        All of it is one transaction. Returns the ids of the ``changes`` rows.
+        """
+        source = self.source(source_id)
+        with self.db.atomic():
+            fetch_id = self._insert_fetch(source_id, fetch, len(snapshots), len(changes))
+            writer = _PollWriter(self.db, source, fetch_id, fetch.started_at)
+            ids = [writer.apply(change) for change in changes]
+            writer.touch_present(snapshots)
+            self._update_source(source_id, fetch, title=parsed.title, changed=bool(changes))
+        return ids
+
+    def _insert_fetch(
+        self, source_id: int, fetch: FetchRecord, entries: int | None, changes: int
+    ) -> int:
+        cur = self.db.execute(
+            "INSERT INTO fetches (source_id, started_at, url, final_url, status, outcome, bytes,"
+            " duration_ms, etag, last_modified, error, entries, changes)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                source_id, fetch.started_at, fetch.url, fetch.final_url, fetch.status,
+                fetch.outcome, fetch.bytes, fetch.duration_ms, fetch.etag, fetch.last_modified,
+                fetch.error, entries, changes,
+            ],
+        )  # fmt: skip
+        return int(cur.lastrowid or 0)
+
+    def _update_source(
+        self, source_id: int, fetch: FetchRecord, *, title: str | None, changed: bool
+    ) -> None:
+        now = now_db()
+        before = self.source(source_id)
+        if fetch.outcome == "error":
+            failures = before["consecutive_failures"] + 1
+            self.db.execute(
+                "UPDATE sources SET last_fetch_at = ?, last_error = ?, last_error_at = ?,"
+                " consecutive_failures = ? WHERE id = ?",
+                [now, fetch.error, now, failures, source_id],
+            )
+            if failures == self.failing_after:
+                self._source_event("source.failing", before, failures, fetch.error, now)
+            return
+        sets = {
+            "last_fetch_at": now,
+            "last_success_at": now,
+            "consecutive_failures": 0,
+            "etag": fetch.etag,
+            "last_modified": fetch.last_modified,
+        }
+        if fetch.body_sha256:
+            sets["body_sha256"] = fetch.body_sha256
+        if fetch.moved_to:
+            sets["url"] = fetch.moved_to
+        if title:
+            sets["title"] = title
+        if changed:
+            sets["last_change_at"] = now
+        assignments = ", ".join(f"{k} = ?" for k in sets)
+        self.db.execute(
+            f"UPDATE sources SET {assignments} WHERE id = ?", [*sets.values(), source_id]
+        )
+        if before["consecutive_failures"] >= self.failing_after:
+            self._source_event(
+                "source.recovered", before, before["consecutive_failures"], None, now
+            )
+
+    def _source_event(
+        self, kind: str, source: dict[str, Any], failures: int, error: str | None, at: str
+    ) -> None:
+        payload = source_event(
+            kind, source=_source_ref(source), failures=failures, error=error, at=at
+        )
+        _insert_outbox(self.db, payload, source["id"], None, None, at)
+
+
+class _PollWriter:
+    """Applies one poll's changes inside the caller's transaction."""
+
+    def __init__(self, db: Database, source: dict[str, Any], fetch_id: int, at: str) -> None:
+        self.db = db
+        self.source = source
+        self.fetch_id = fetch_id
+        self.at = at
+        self.entry_ids: dict[str, int] = {}
+
+    def apply(self, change: Change) -> int:
+        if change.kind == "new":
+            entry_id = self._insert_entry(change)
+            old, new = None, self._insert_version(entry_id, 1, change)
+            numbers: tuple[int | None, int | None] = (None, 1)
+        else:
+            assert change.previous is not None
+            entry_id = change.previous.entry_id
+            old, new, numbers = self._update_entry(entry_id, change)
+        self.entry_ids[change.key] = entry_id
+        cur = self.db.execute(
+            "INSERT INTO changes (source_id, entry_id, kind, fields, edit, old_version_id,"
+            " new_version_id, detected_at, fetch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                self.source["id"], entry_id, change.kind, json.dumps(list(change.fields)),
+                change.edit, old, new, self.at, self.fetch_id,
+            ],
+        )  # fmt: skip
+        change_id = int(cur.lastrowid or 0)
+        payload = change_event(
+            change,
+            source=_source_ref(self.source),
+            entry_id=entry_id,
+            versions=numbers,
+            detected_at=self.at,
+        )
+        _insert_outbox(self.db, payload, self.source["id"], entry_id, change_id, self.at)
+        return change_id
+
+    def _insert_entry(self, change: Change) -> int:
+        snap = change.snapshot
+        assert snap is not None
+        cur = self.db.execute(
+            "INSERT INTO entries (source_id, key, url, title, published_at, first_seen_at,"
+            " last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                self.source["id"], change.key, snap.texts["link"], snap.texts["title"],
+                snap.item.published, self.at, self.at,
+            ],
+        )  # fmt: skip
+        return int(cur.lastrowid or 0)
+
+    def _update_entry(
+        self, entry_id: int, change: Change
+    ) -> tuple[int | None, int | None, tuple[int | None, int | None]]:
+        row = self.db.execute(
+            "SELECT current_version_id, version_count FROM entries WHERE id = ?", [entry_id]
+        ).fetchone()
+        old_id, count = row[0], row[1]
+        if change.kind == "removed":
+            self.db.execute(
+                "UPDATE entries SET removed_at = ? WHERE id = ?", [self.at, entry_id]
+            )
+            return old_id, None, (count, None)
+        if change.kind == "restored":
+            self.db.execute("UPDATE entries SET removed_at = NULL WHERE id = ?", [entry_id])
+            if not change.fields:
+                return old_id, old_id, (count, count)
+        new_id = self._insert_version(entry_id, count + 1, change)
+        return old_id, new_id, (count, count + 1)
+
+    def _insert_version(self, entry_id: int, number: int, change: Change) -> int:
+        snap = change.snapshot
+        assert snap is not None
+        item, texts = snap.item, snap.texts
+        cur = self.db.execute(
+            "INSERT INTO versions (entry_id, version, title, link, author, summary, content,"
+            " summary_text, content_text, published_at, updated_at, content_hash, seen_at,"
+            " fetch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                entry_id, number, texts["title"], texts["link"], texts["author"], item.summary,
+                item.content, texts["summary"], texts["content"], item.published, item.updated,
+                snap.content_hash, self.at, self.fetch_id,
+            ],
+        )  # fmt: skip
+        version_id = int(cur.lastrowid or 0)
+        self.db.execute(
+            "UPDATE entries SET current_version_id = ?, version_count = ?, title = ?, url = ?,"
+            " published_at = COALESCE(?, published_at) WHERE id = ?",
+            [version_id, number, texts["title"], texts["link"], item.published, entry_id],
+        )
+        return version_id
+
+    def touch_present(self, snapshots: Sequence[Snapshot]) -> None:
+        """Record when and where each listed entry was last seen."""
+        self.db.conn.executemany(
+            "UPDATE entries SET last_seen_at = ?, position = ? WHERE source_id = ? AND key = ?",
+            [(self.at, i, self.source["id"], s.item.key) for i, s in enumerate(snapshots)],
+        )
+
+
+def _known(row: tuple[Any, ...]) -> Known:
+    entry_id, key, removed_at, position, published, count = row[:6]
+    title, link, author, summary, content, content_hash = row[6:]
+    texts = {
+        "title": title or "",
+        "link": link or "",
+        "author": author or "",
+        "summary": summary or "",
+        "content": content or "",
+    }
+    return Known(
+        entry_id=entry_id,
+        key=key,
+        texts=texts,
+        content_hash=content_hash or "",
+        version=count,
+        removed=removed_at is not None,
+        position=position,
+        published=published,
+    )
+
+
+def _source_ref(source: dict[str, Any]) -> dict[str, Any]:
+    return {"name": source["name"], "url": source["url"], "kind": source["kind"]}
+
+
+def _insert_outbox(
+    db: Database,
+    payload: dict[str, Any],
+    source_id: int | None,
+    entry_id: int | None,
+    change_id: int | None,
+    at: str,
+) -> None:
+    db.execute(
+        "INSERT INTO outbox (event_id, type, source_id, entry_id, change_id, payload, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            payload["id"], payload["type"], source_id, entry_id, change_id,
+            json.dumps(payload, ensure_ascii=False), at,
+        ],
+    )  # fmt: skip

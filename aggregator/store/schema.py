@@ -1,0 +1,142 @@
+"""The database schema, as forward-only migrations (sqlite-utils ``Migrations``).
+
+The schema is a public interface: users query it with SQL and Datasette.
+Add migrations at the end; never edit or reorder an applied one.
+Every column is documented in README.md ("The database").
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("aggregator")
+
+_CORE = [
+    """
+    CREATE TABLE sources (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        url TEXT NOT NULL,
+        config_url TEXT NOT NULL,
+        title TEXT,
+        interval_seconds REAL,
+        active INTEGER NOT NULL DEFAULT 1,
+        added_at TEXT NOT NULL,
+        last_fetch_at TEXT,
+        last_success_at TEXT,
+        last_change_at TEXT,
+        last_error TEXT,
+        last_error_at TEXT,
+        consecutive_failures INTEGER NOT NULL DEFAULT 0,
+        etag TEXT,
+        last_modified TEXT,
+        body_sha256 TEXT,
+        next_check_at TEXT
+    )
+    """,
+    """
+    CREATE TABLE fetches (
+        id INTEGER PRIMARY KEY,
+        source_id INTEGER NOT NULL REFERENCES sources(id),
+        started_at TEXT NOT NULL,
+        url TEXT NOT NULL,
+        final_url TEXT,
+        status INTEGER,
+        outcome TEXT NOT NULL
+            CHECK (outcome IN ('changed', 'unchanged', 'not_modified', 'same_body', 'error')),
+        bytes INTEGER,
+        duration_ms INTEGER,
+        etag TEXT,
+        last_modified TEXT,
+        error TEXT,
+        entries INTEGER,
+        changes INTEGER
+    )
+    """,
+    """
+    CREATE TABLE entries (
+        id INTEGER PRIMARY KEY,
+        source_id INTEGER NOT NULL REFERENCES sources(id),
+        key TEXT NOT NULL,
+        url TEXT,
+        title TEXT,
+        published_at TEXT,
+        first_seen_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL,
+        removed_at TEXT,
+        position INTEGER,
+        version_count INTEGER NOT NULL DEFAULT 0,
+        current_version_id INTEGER REFERENCES versions(id),
+        UNIQUE (source_id, key)
+    )
+    """,
+    """
+    CREATE TABLE versions (
+        id INTEGER PRIMARY KEY,
+        entry_id INTEGER NOT NULL REFERENCES entries(id),
+        version INTEGER NOT NULL,
+        title TEXT,
+        link TEXT,
+        author TEXT,
+        summary TEXT,
+        content TEXT,
+        summary_text TEXT,
+        content_text TEXT,
+        published_at TEXT,
+        updated_at TEXT,
+        content_hash TEXT NOT NULL,
+        seen_at TEXT NOT NULL,
+        fetch_id INTEGER REFERENCES fetches(id),
+        UNIQUE (entry_id, version)
+    )
+    """,
+    """
+    CREATE TABLE changes (
+        id INTEGER PRIMARY KEY,
+        source_id INTEGER NOT NULL REFERENCES sources(id),
+        entry_id INTEGER NOT NULL REFERENCES entries(id),
+        kind TEXT NOT NULL CHECK (kind IN ('new', 'changed', 'removed', 'restored')),
+        fields TEXT NOT NULL DEFAULT '[]',
+        edit TEXT,
+        old_version_id INTEGER REFERENCES versions(id),
+        new_version_id INTEGER REFERENCES versions(id),
+        detected_at TEXT NOT NULL,
+        fetch_id INTEGER REFERENCES fetches(id)
+    )
+    """,
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        source_id INTEGER REFERENCES sources(id),
+        entry_id INTEGER REFERENCES entries(id),
+        change_id INTEGER REFERENCES changes(id),
+        payload TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX idx_entries_source ON entries (source_id, removed_at)",
+    "CREATE INDEX idx_versions_entry ON versions (entry_id, seen_at)",
+    "CREATE INDEX idx_changes_detected ON changes (detected_at)",
+    "CREATE INDEX idx_changes_entry ON changes (entry_id, detected_at)",
+    "CREATE INDEX idx_changes_source ON changes (source_id, detected_at)",
+    "CREATE INDEX idx_fetches_source ON fetches (source_id, started_at)",
+    "CREATE INDEX idx_fetches_started ON fetches (started_at)",
+    "CREATE INDEX idx_outbox_created ON outbox (created_at)",
+]
+
+
+@migrations(name="0001_core")
+def _core(db: Database) -> None:
+    for statement in _CORE:
+        db.execute(statement)
+
+
+def migrate(db: Database) -> list[str]:
+    """Apply pending migrations; return the names applied."""
+    pending = [m.name for m in migrations.pending(db)]
+    if pending:
+        migrations.apply(db)
+    return pending
