@@ -81,6 +81,7 @@ def parse_xml_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> Pars
 
 
 def _item(key: str, entry: Any) -> Item:
+    # dict.get: feedparser's own get() maps missing keys to others, with a warning
     content = "\n".join(str(c.get("value", "")) for c in entry.get("content", []) or [])
     return Item(
         key=key,
@@ -89,8 +90,8 @@ def _item(key: str, entry: Any) -> Item:
         author=str(entry.get("author", "")),
         summary=str(entry.get("summary", "")),
         content=content,
-        published=struct_to_db(entry.get("published_parsed")),
-        updated=struct_to_db(entry.get("updated_parsed")),
+        published=struct_to_db(dict.get(entry, "published_parsed")),
+        updated=struct_to_db(dict.get(entry, "updated_parsed")),
     )
 
 

@@ -1,0 +1,111 @@
+"""Shared fixtures: a real local HTTP server, config files and databases on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aggregator import config as config_mod
+from aggregator.cli.poll import poll_once
+from aggregator.pipeline import PollResult
+from tests.server import TestServer
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self: socket.socket, address: Any) -> Any:
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, str) and not (
+        host.startswith("127.") or host in ("::1", "localhost") or self.family == socket.AF_UNIX
+    ):
+        raise OSError(f"tests may not reach the network ({host})")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches beyond loopback."""
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+
+
+@pytest.fixture(name="server")
+def _server() -> Iterator[TestServer]:
+    srv = TestServer().start()
+    yield srv
+    srv.stop()
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return "'''" + str(value) + "'''" if "\\" in str(value) else '"' + str(value) + '"'
+
+
+def write_config(
+    path: Path, sources: list[dict[str, Any]], *, db: Path, extra: str = ""
+) -> Path:
+    """Write a TOML config with ``sources`` and the database at ``db``."""
+    lines = [f'[storage]\ndatabase = "{db}"\n', extra]
+    for source in sources:
+        lines.append("[[sources]]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in source.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+class Harness:
+    """A config plus database in a temp dir, polled against the test server."""
+
+    def __init__(self, tmp: Path, server: TestServer) -> None:
+        self.tmp = tmp
+        self.server = server
+        self.db_path = tmp / "history.db"
+        self.config_path = tmp / "aggregator.toml"
+        self.sources: list[dict[str, Any]] = []
+        self.extra = ""
+
+    def add(self, name: str, path: str, **options: Any) -> None:
+        self.sources.append({"name": name, "url": self.server.url(path), **options})
+
+    def config(self) -> config_mod.Config:
+        write_config(self.config_path, self.sources, db=self.db_path, extra=self.extra)
+        return config_mod.load(self.config_path)
+
+    def poll(self, *names: str) -> list[PollResult]:
+        return asyncio.run(poll_once(self.config(), names))
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        conn = sqlite3.connect(self.db_path)
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in conn.execute(sql, params)]
+        finally:
+            conn.close()
+
+    def changes(self) -> list[tuple[str, str, str]]:
+        """(kind, entry key, fields JSON) of every change, in order."""
+        return [
+            (r["kind"], r["key"], r["fields"])
+            for r in self.rows(
+                "SELECT c.kind, e.key, c.fields FROM changes c JOIN entries e ON e.id = c.entry_id"
+                " ORDER BY c.id"
+            )
+        ]
+
+
+@pytest.fixture(name="harness")
+def _harness(tmp_path: Path, server: TestServer) -> Harness:
+    return Harness(tmp_path, server)
