@@ -145,7 +145,7 @@ class Config(_Strict):
 
 
 def default_database() -> str:
-    """``$AGGREGATOR_DB``, else ``$STATE_DIRECTORY/aggregator.db`` (systemd), else ./aggregator.db."""
+    """``$AGGREGATOR_DB``, else ``$STATE_DIRECTORY/aggregator.db``, else ``./aggregator.db``."""
     if env := os.environ.get("AGGREGATOR_DB"):
         return env
     if state := os.environ.get("STATE_DIRECTORY"):

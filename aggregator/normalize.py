@@ -59,7 +59,7 @@ def canonical_url(url: str) -> str:
         port = parts.port
     except ValueError:
         port = None
-    if port and not ((scheme, port) in (("http", 80), ("https", 443))):
+    if port and (scheme, port) not in (("http", 80), ("https", 443)):
         host = f"{host}:{port}"
     if parts.username:
         host = f"{parts.username}@{host}"

@@ -68,7 +68,9 @@ class Pipeline:
 
     async def sync(self) -> dict[str, int]:
         """Register the configured sources in the database."""
-        self.source_ids = await self.store.call(self.store.store.sync_sources, source_specs(self.config))
+        self.source_ids = await self.store.call(
+            self.store.store.sync_sources, source_specs(self.config)
+        )
         self._options = {s.name: validate_options(s.kind, s.options) for s in self.config.sources}
         return self.source_ids
 
@@ -99,11 +101,21 @@ class Pipeline:
                 state["url"], etag=state["etag"], last_modified=state["last_modified"]
             )
         except FetchError as exc:
-            record = FetchRecord(url=state["url"], started_at=started, outcome="error", error=str(exc), status=exc.status)
+            record = FetchRecord(
+                url=state["url"],
+                started_at=started,
+                outcome="error",
+                error=str(exc),
+                status=exc.status,
+            )
             await self.store.call(self.store.store.record_fetch, source_id, record)
-            return PollResult(source.name, "error", status=exc.status, error=str(exc), retry_after=exc.retry_after)
+            return PollResult(
+                source.name, "error", status=exc.status, error=str(exc), retry_after=exc.retry_after
+            )
         record = _record(state["url"], started, response)
-        result = PollResult(source.name, record.outcome, status=response.status, cache_max_age=_max_age(response))
+        result = PollResult(
+            source.name, record.outcome, status=response.status, cache_max_age=_max_age(response)
+        )
         if response.status == 304 or record.body_sha256 == state["body_sha256"]:
             record.outcome = "not_modified" if response.status == 304 else "same_body"
             record.body_sha256 = None

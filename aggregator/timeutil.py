@@ -71,7 +71,9 @@ def parse_duration(text: str | float | int) -> float:
     else:
         match = _DURATION.match(str(text))
         if not match:
-            raise ValueError(f"invalid duration {text!r}: use a number with s, m, h or d, e.g. 90s, 5m, 1h")
+            raise ValueError(
+                f"invalid duration {text!r}: use a number with s, m, h or d, e.g. 90s, 5m, 1h"
+            )
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if seconds <= 0:
         raise ValueError(f"duration must be positive, got {text!r}")

@@ -53,9 +53,7 @@ def toml_value(value: Any) -> str:
     return "'''" + str(value) + "'''" if "\\" in str(value) else '"' + str(value) + '"'
 
 
-def write_config(
-    path: Path, sources: list[dict[str, Any]], *, db: Path, extra: str = ""
-) -> Path:
+def write_config(path: Path, sources: list[dict[str, Any]], *, db: Path, extra: str = "") -> Path:
     """Write a TOML config with ``sources`` and the database at ``db``."""
     lines = [f'[storage]\ndatabase = "{db}"\n', extra]
     for source in sources:

@@ -8,6 +8,7 @@ handler function for hostile behaviour, and logs every request it answered.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import threading
@@ -152,8 +153,6 @@ def _send(req: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[s
         req.send_header("Content-Length", str(len(body)))
     req.end_headers()
     if status != 304 and body:
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             req.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
     return status

@@ -98,7 +98,9 @@ def test_a_broken_feed_is_that_sources_failure_only(harness: Harness) -> None:
     harness.add("html", "/page.html")
     harness.add("missing", "/nothing-here.xml")
     serve_epoch(harness, 0)
-    harness.server.serve("/page.html", "<html><body><p>Hello</p></body></html>", content_type="text/html")
+    harness.server.serve(
+        "/page.html", "<html><body><p>Hello</p></body></html>", content_type="text/html"
+    )
     results = {r.source: r for r in harness.poll()}
     assert results["good"].ok and results["good"].counts["new"] == 3
     assert "expected a feed but got an HTML page" in (results["html"].error or "")
@@ -134,7 +136,11 @@ def test_each_change_has_an_outbox_event_in_the_same_transaction(harness: Harnes
         " ORDER BY c.id"
     )
     assert len(rows) == len(harness.changes())
-    retitle = next(json.loads(r["payload"]) for r in rows if '"title"' in r["payload"] and r["kind"] == "changed")
+    retitle = next(
+        json.loads(r["payload"])
+        for r in rows
+        if '"title"' in r["payload"] and r["kind"] == "changed"
+    )
     assert retitle["title"] == {"before": story.TALKS.title, "after": story.TALKS_1.title}
     assert retitle["version"] == {"before": 1, "after": 2}
     assert retitle["source"]["name"] == "world"
@@ -145,7 +151,9 @@ def test_permanent_redirect_updates_the_polled_url(harness: Harness) -> None:
     """A 301 to a new feed URL is followed and remembered."""
     harness.add("world", "/old.xml")
     serve_epoch(harness, 0)
-    harness.server.serve("/old.xml", b"", status=301, headers={"Location": "/feed.xml"}, validators=False)
+    harness.server.serve(
+        "/old.xml", b"", status=301, headers={"Location": "/feed.xml"}, validators=False
+    )
     [result] = harness.poll()
     assert result.ok and result.counts["new"] == 3
     [src] = harness.rows("SELECT url, config_url FROM sources")

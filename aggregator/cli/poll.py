@@ -19,7 +19,9 @@ from aggregator.store.thread import StoreThread
 @config_options
 @click.option("--source", "-s", "names", multiple=True, help="Poll only this source (repeatable).")
 @handles_errors
-def poll_command(config_path: str | None, database: str | None, log_level: str, names: tuple[str, ...]) -> None:
+def poll_command(
+    config_path: str | None, database: str | None, log_level: str, names: tuple[str, ...]
+) -> None:
     """Poll every source once, store what changed, print a summary, exit.
 
     Exits 0 when the pass ran, even if some sources failed (each failure is

@@ -30,9 +30,7 @@ class Parser(Protocol):
     kind: ClassVar[str]
     Options: ClassVar[type[BaseModel]]
 
-    def parse(
-        self, body: bytes, *, url: str, headers: Mapping[str, str], options: Any
-    ) -> Parsed:
+    def parse(self, body: bytes, *, url: str, headers: Mapping[str, str], options: Any) -> Parsed:
         """Read ``body`` (fetched from ``url`` with ``headers``) into items.
 
         Raises:

@@ -67,9 +67,7 @@ def parse_xml_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> Pars
     complete = not (data.get("bozo") and not isinstance(data.get("bozo_exception"), _HARMLESS_BOZO))
     warnings = [] if complete else [f"feed is malformed: {data.get('bozo_exception')}"]
     entries = data.entries
-    keys = unique_keys(
-        item_key(e.get("id"), e.get("link"), e.get("title")) for e in entries
-    )
+    keys = unique_keys(item_key(e.get("id"), e.get("link"), e.get("title")) for e in entries)
     items = [_item(key, entry) for key, entry in zip(keys, entries, strict=True)]
     return Parsed(
         items=items,
@@ -127,7 +125,9 @@ def parse_json_feed(body: bytes) -> Parsed:
         raise ParseError("JSON response is not a JSON Feed (no jsonfeed.org version)")
     raw_items = [i for i in doc.get("items") or [] if isinstance(i, dict)]
     keys = unique_keys(
-        item_key(_str(i.get("id")), _str(i.get("url") or i.get("external_url")), _str(i.get("title")))
+        item_key(
+            _str(i.get("id")), _str(i.get("url") or i.get("external_url")), _str(i.get("title"))
+        )
         for i in raw_items
     )
     items = [_json_item(key, i) for key, i in zip(keys, raw_items, strict=True)]

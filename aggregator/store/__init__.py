@@ -307,9 +307,7 @@ class _PollWriter:
         ).fetchone()
         old_id, count = row[0], row[1]
         if change.kind == "removed":
-            self.db.execute(
-                "UPDATE entries SET removed_at = ? WHERE id = ?", [self.at, entry_id]
-            )
+            self.db.execute("UPDATE entries SET removed_at = ? WHERE id = ?", [self.at, entry_id])
             return old_id, None, (count, None)
         if change.kind == "restored":
             self.db.execute("UPDATE entries SET removed_at = NULL WHERE id = ?", [entry_id])
