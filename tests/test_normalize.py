@@ -34,7 +34,10 @@ def test_canonical_url_drops_tracking_and_fragments(url: str, expected: str) -> 
 
 def test_html_to_text_keeps_paragraphs_and_decodes_entities() -> None:
     """Block elements become paragraphs; inline markup and entities disappear."""
-    html = "<p>Talks&nbsp;end with <b>no</b>   progress</p><script>x()</script><p>Turkey&#8217;s role</p>"
+    html = (
+        "<p>Talks&nbsp;end with <b>no</b>   progress</p><script>x()</script>"
+        "<p>Turkey&#8217;s role</p>"
+    )
     assert html_to_text(html) == "Talks end with no progress\n\nTurkey\u2019s role"
 
 
