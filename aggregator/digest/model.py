@@ -8,6 +8,7 @@ condensed word diff of the text rewritten. Renderers only format this.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -16,6 +17,7 @@ from aggregator.diff import Segment, appended_text, condense, word_diff
 from aggregator.store.queries import ChangeRow, Reader, VersionRow
 
 KINDS = ("new", "changed", "removed", "restored")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _TEXT_FIELDS = ("content", "summary")
 
 
@@ -92,17 +94,8 @@ def build_digest(
     """Collect the changes detected in ``[since, until)`` (database times)."""
     rows = reader.changes(since, until, sources)
     activity = reader.activity(since, until, sources)
-    stories: dict[int, Story] = {}
-    for row in rows:
-        story = stories.get(row.entry_id)
-        if story is None:
-            story = stories[row.entry_id] = Story(
-                row.entry_id, row.source, row.entry_key, row.url, row.current_title
-            )
-        event = make_event(row)
-        _add_headlines(story, event)
-        story.events.append(event)
-    ordered = sorted(stories.values(), key=lambda s: (s.last_at, s.entry_id), reverse=True)
+    stories = group_stories(rows)
+    ordered = sorted(stories, key=lambda s: (s.last_at, s.entry_id), reverse=True)
     return Digest(
         since=since,
         until=until,
@@ -113,10 +106,30 @@ def build_digest(
     )
 
 
+def group_stories(rows: list[ChangeRow]) -> list[Story]:
+    """Group changes (oldest first) into one ``Story`` per entry, in first-seen order."""
+    stories: dict[int, Story] = {}
+    for row in rows:
+        story = stories.get(row.entry_id)
+        if story is None:
+            story = stories[row.entry_id] = Story(
+                row.entry_id, row.source, row.entry_key, plain(row.url), plain(row.current_title)
+            )
+        event = make_event(row)
+        _add_headlines(story, event)
+        story.events.append(event)
+    return list(stories.values())
+
+
 def _add_headlines(story: Story, event: Event) -> None:
     for title in (event.title_before, event.title_after):
         if title and (not story.headlines or story.headlines[-1] != title):
             story.headlines.append(title)
+
+
+def plain(text: str | None) -> str:
+    """Feed text without control characters, so it cannot drive a terminal."""
+    return _CONTROL.sub("", text or "")
 
 
 def make_event(row: ChangeRow) -> Event:
@@ -130,11 +143,11 @@ def make_event(row: ChangeRow) -> Event:
         edit=row.edit,
         version_before=old.version if old else None,
         version_after=new.version if new and (old is None or new.id != old.id) else None,
-        title_before=old.title if old else None,
-        title_after=new.title if new else None,
+        title_before=plain(old.title) if old else None,
+        title_after=plain(new.title) if new else None,
     )
     if row.kind == "new" and new is not None:
-        return replace(event, text=_main_text(new), summary_html=new.summary or new.content)
+        return replace(event, text=plain(_main_text(new)), summary_html=new.summary or new.content)
     if old is not None and new is not None:
         return replace(event, edits=tuple(text_edits(old, new, row.fields, row.edit)))
     return event
@@ -153,7 +166,7 @@ def text_edits(
     for name in _TEXT_FIELDS:
         if name not in fields:
             continue
-        before, after = getattr(old, f"{name}_text"), getattr(new, f"{name}_text")
+        before, after = plain(getattr(old, f"{name}_text")), plain(getattr(new, f"{name}_text"))
         if (before, after) in seen or before == after:
             continue
         seen.add((before, after))

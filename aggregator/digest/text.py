@@ -31,6 +31,11 @@ def render_text(digest: Digest, *, color: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_story(story: Story, *, color: bool = False) -> str:
+    """One story's changes as text (``aggregator history``)."""
+    return "\n".join(_text_story(story, color)) + "\n"
+
+
 def _text_story(story: Story, color: bool) -> Iterator[str]:
     bold = ("\x1b[1m", "\x1b[0m") if color else ("", "")
     yield f"{bold[0]}■ {story.title}{bold[1]}  [{story.source}]"
@@ -40,7 +45,8 @@ def _text_story(story: Story, color: bool) -> Iterator[str]:
         yield "  headlines: " + " → ".join(f"“{h}”" for h in story.headlines)
     for event in story.events:
         yield f"  {short_time(event.at)[11:]}  {describe(event)}"
-        yield from (_INDENT + line for line in _text_body(event, color))
+        for body in _text_body(event, color):
+            yield _INDENT + body.replace("\n\n", "\n").replace("\n", "\n" + _INDENT)
 
 
 def _text_body(event: Event, color: bool) -> Iterator[str]:

@@ -144,9 +144,7 @@ class Reader:
 
     # -- changes -------------------------------------------------------------
 
-    def changes(
-        self, since: str, until: str, sources: list[str] | None = None
-    ) -> list[ChangeRow]:
+    def changes(self, since: str, until: str, sources: list[str] | None = None) -> list[ChangeRow]:
         """Changes detected in ``[since, until)``, oldest first, optionally for some sources."""
         where, params = "detected_at >= ? AND detected_at < ?", [since, until]
         if sources:
