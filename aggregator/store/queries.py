@@ -152,6 +152,10 @@ class Reader:
             params += sources
         return self._change_rows(where, params)
 
+    def changes_after(self, change_id: int) -> list[ChangeRow]:
+        """Changes with an id above ``change_id`` (the ones stored since), oldest first."""
+        return self._change_rows("change_id > ?", [change_id])
+
     def entry_changes(self, entry_id: int) -> list[ChangeRow]:
         """Every change of one entry, oldest first."""
         return self._change_rows("entry_id = ?", [entry_id])
