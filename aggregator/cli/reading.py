@@ -198,7 +198,7 @@ def diff_command(
         versions = {v.version: v for v in reader.versions(found.id)}
     new = new if new is not None else max(versions)
     old = old if old is not None else new - 1
-    missing = [n for n in (old, new) if n not in versions]
+    missing = [n for n in (new, old) if n not in versions]
     if missing:
         have = f"1 to {max(versions)}" if len(versions) > 1 else "only version 1"
         raise click.UsageError(f"entry {found.id} has no version {missing[0]} (it has {have})")
