@@ -126,6 +126,39 @@ class SourceConfig(BaseModel):
         return [re.compile(p) for p in self.ignore]
 
 
+class DigestConfig(_Strict):
+    """One ``[[digests]]`` table: a digest sent through a sink on a cron schedule."""
+
+    sink: str
+    schedule: str = "0 7 * * *"
+    since: Duration = 86400.0
+    format: str = "markdown"
+    sources: list[str] = Field(default_factory=list)
+    title: str = "aggregator digest"
+    name: str = ""
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(
+                f"invalid cron schedule {value!r}: {exc} (five fields: minute hour day month"
+                ' weekday, e.g. "0 7 * * *")'
+            ) from None
+        return value
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value not in ("text", "markdown"):
+            raise ValueError(f"must be text or markdown, got {value!r} (HTML is always included)")
+        return value
+
+
 class Config(_Strict):
     """The whole configuration file."""
 
@@ -134,6 +167,7 @@ class Config(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     defaults: dict[str, Any] = Field(default_factory=dict)
     sources: list[SourceConfig] = Field(default_factory=list)
+    digests: list[DigestConfig] = Field(default_factory=list)
     path: str = ""  # where it was read from (set by load)
 
     def source(self, name: str) -> SourceConfig:
@@ -210,7 +244,7 @@ def parse(raw: dict[str, Any], where: str = "<config>") -> Config:
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where, raw)) from None
     _check_sources(config, where)
-    return config
+    return _check_digests(config, where)
 
 
 def _check_defaults(defaults: dict[str, Any], where: str) -> None:
@@ -235,6 +269,26 @@ def _check_sources(config: Config, where: str) -> None:
             validate_options(source.kind, source.options)
         except ConfigError as exc:
             raise ConfigError(f"{label}.{exc}") from None
+
+
+def _check_digests(config: Config, where: str) -> Config:
+    """Name each digest (default ``digest-N``), and check its names, sources and sink."""
+    sources = {s.name for s in config.sources}
+    sinks = getattr(config, "sinks", None)
+    sink_names = {getattr(s, "name", None) for s in sinks} if sinks is not None else None
+    digests, seen = [], set()
+    for i, digest in enumerate(config.digests):
+        label = f"{where}: digests[{i}]"
+        name = digest.name or f"digest-{i + 1}"
+        if name in seen:
+            raise ConfigError(f"{label}.name: duplicate digest name {name!r}")
+        seen.add(name)
+        if unknown := sorted(set(digest.sources) - sources):
+            raise ConfigError(f"{label}.sources: no source named {', '.join(unknown)}")
+        if sink_names is not None and digest.sink not in sink_names:
+            raise ConfigError(f"{label}.sink: no [[sinks]] entry named {digest.sink!r}")
+        digests.append(digest.model_copy(update={"name": name}))
+    return config.model_copy(update={"digests": digests})
 
 
 def _describe(exc: ValidationError, where: str, raw: dict[str, Any]) -> str:

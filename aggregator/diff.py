@@ -7,6 +7,7 @@ articles as changed.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,6 +68,41 @@ def _marked(segments: list[Segment], deleted: str, inserted: str) -> Iterator[st
         yield (deleted if seg.op == "delete" else inserted).format(body) + tail
 
 
+def render_html(segments: list[Segment]) -> str:
+    """HTML rendering: ``<del>``/``<ins>`` around changes, every piece of text escaped."""
+    out = []
+    for seg in segments:
+        text = html.escape(seg.text, quote=False)
+        if seg.op == "equal":
+            out.append(text)
+        else:
+            tag = "del" if seg.op == "delete" else "ins"
+            out.append(f"<{tag}>{text}</{tag}>")
+    return "".join(out)
+
+
+def condense(segments: list[Segment], *, context: int = 6) -> list[Segment]:
+    """Keep changed runs with ``context`` words either side; elide the rest with ``…``."""
+    out: list[Segment] = []
+    for index, seg in enumerate(segments):
+        words = tokens(seg.text)
+        if seg.op != "equal" or len(words) <= 2 * context:
+            out.append(seg)
+            continue
+        head = "".join(words[:context]) if index > 0 else ""
+        tail = "".join(words[-context:]) if index < len(segments) - 1 else ""
+        if head or tail:
+            out.append(Segment("equal", f"{head}… {tail}"))
+    return out
+
+
+def appended_text(old: str, new: str) -> str | None:
+    """The text added at the end when ``new`` only extends ``old``; else ``None``."""
+    if not new.startswith(old.rstrip()) or len(new.strip()) <= len(old.strip()):
+        return None
+    return new[len(old.rstrip()) :].strip()
+
+
 def short_diff(old: str, new: str, *, context: int = 6, limit: int = 600) -> str:
     """A compact marker diff: only changed runs with a few words of context.
 
@@ -76,20 +112,7 @@ def short_diff(old: str, new: str, *, context: int = 6, limit: int = 600) -> str
         return ""
     if not old:
         return _cut("{+" + new + "+}", limit)
-    parts = []
-    segments = word_diff(old, new)
-    for index, seg in enumerate(segments):
-        if seg.op != "equal":
-            parts.append(render_markers([seg]))
-            continue
-        words = tokens(seg.text)
-        if len(words) <= 2 * context:
-            parts.append(seg.text)
-            continue
-        head = "".join(words[:context]) if index > 0 else ""
-        tail = "".join(words[-context:]) if index < len(segments) - 1 else ""
-        parts.append(f"{head}… {tail}" if head or tail else "")
-    return _cut("".join(parts).strip(), limit)
+    return _cut(render_markers(condense(word_diff(old, new), context=context)).strip(), limit)
 
 
 def _cut(text: str, limit: int) -> str:

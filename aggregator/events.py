@@ -12,7 +12,7 @@ from typing import Any
 from aggregator.diff import short_diff
 from aggregator.models import Change
 
-EVENT_TYPES = ("change", "source.failing", "source.recovered")
+EVENT_TYPES = ("change", "source.failing", "source.recovered", "digest")
 
 
 def new_event_id() -> str:

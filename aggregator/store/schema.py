@@ -140,3 +140,90 @@ def migrate(db: Database) -> list[str]:
     if pending:
         migrations.apply(db)
     return pending
+
+
+_SEARCH_AND_VIEWS = [
+    # Full-text index over every version's text (an external-content FTS5 table:
+    # the text lives once, in versions). Triggers keep it in step with writes.
+    """
+    CREATE VIRTUAL TABLE versions_fts USING fts5(
+        title, summary_text, content_text,
+        content='versions', content_rowid='id', tokenize='porter unicode61'
+    )
+    """,
+    """
+    CREATE TRIGGER versions_fts_insert AFTER INSERT ON versions BEGIN
+        INSERT INTO versions_fts (rowid, title, summary_text, content_text)
+        VALUES (new.id, new.title, new.summary_text, new.content_text);
+    END
+    """,
+    """
+    CREATE TRIGGER versions_fts_delete AFTER DELETE ON versions BEGIN
+        INSERT INTO versions_fts (versions_fts, rowid, title, summary_text, content_text)
+        VALUES ('delete', old.id, old.title, old.summary_text, old.content_text);
+    END
+    """,
+    """
+    CREATE TRIGGER versions_fts_update AFTER UPDATE ON versions BEGIN
+        INSERT INTO versions_fts (versions_fts, rowid, title, summary_text, content_text)
+        VALUES ('delete', old.id, old.title, old.summary_text, old.content_text);
+        INSERT INTO versions_fts (rowid, title, summary_text, content_text)
+        VALUES (new.id, new.title, new.summary_text, new.content_text);
+    END
+    """,
+    # Backfill: index the versions written before this migration.
+    "INSERT INTO versions_fts (versions_fts) VALUES ('rebuild')",
+    """
+    CREATE VIEW change_log AS
+    SELECT
+        c.id AS change_id,
+        c.detected_at,
+        s.name AS source,
+        c.kind,
+        c.fields,
+        c.edit,
+        e.id AS entry_id,
+        e.key AS entry_key,
+        COALESCE(nv.link, ov.link, e.url) AS url,
+        e.title AS current_title,
+        ov.title AS title_before,
+        nv.title AS title_after,
+        ov.version AS version_before,
+        nv.version AS version_after,
+        c.old_version_id,
+        c.new_version_id
+    FROM changes c
+    JOIN entries e ON e.id = c.entry_id
+    JOIN sources s ON s.id = c.source_id
+    LEFT JOIN versions ov ON ov.id = c.old_version_id
+    LEFT JOIN versions nv ON nv.id = c.new_version_id
+    """,
+    """
+    CREATE VIEW headline_history AS
+    SELECT
+        source, entry_id, entry_key, url, version, headline,
+        seen_at AS since,
+        LEAD(seen_at) OVER (PARTITION BY entry_id ORDER BY version) AS until
+    FROM (
+        SELECT
+            s.name AS source,
+            e.id AS entry_id,
+            e.key AS entry_key,
+            e.url,
+            v.version,
+            v.title AS headline,
+            v.seen_at,
+            LAG(v.title) OVER (PARTITION BY v.entry_id ORDER BY v.version) AS previous
+        FROM versions v
+        JOIN entries e ON e.id = v.entry_id
+        JOIN sources s ON s.id = e.source_id
+    )
+    WHERE previous IS NULL OR previous IS NOT headline
+    """,
+]
+
+
+@migrations(name="0003_search_and_views")
+def _search_and_views(db: Database) -> None:
+    for statement in _SEARCH_AND_VIEWS:
+        db.execute(statement)

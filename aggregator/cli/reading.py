@@ -1,0 +1,293 @@
+"""Reading what changed: ``digest``, ``history``, ``diff``, ``search``, ``sources``.
+
+Every command opens the database read-only, so it is safe while the daemon
+runs. The database is ``--db``, else the config's ``[storage] database`` when a
+config file is found, else ``$AGGREGATOR_DB`` / ``./aggregator.db``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from aggregator import config as config_mod
+from aggregator.cli.common import handles_errors
+from aggregator.diff import render_ansi, render_markers, word_diff
+from aggregator.digest import FORMATS, build_digest, render
+from aggregator.digest.model import group_stories
+from aggregator.digest.text import render_story
+from aggregator.errors import ConfigError
+from aggregator.models import TRACKED_FIELDS
+from aggregator.store.queries import Reader, VersionRow
+from aggregator.timeutil import ago, iso_to_db, now_db, parse_duration
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reader_options(fn: F) -> F:
+    """``--db`` and ``--config``: which database to read."""
+    fn = click.option("--db", "database", metavar="PATH", help="SQLite database to read.")(fn)
+    return click.option(
+        "--config", "-c", "config_path", metavar="FILE", help="Config file naming the database."
+    )(fn)
+
+
+def database_path(config_path: str | None, database: str | None) -> str:
+    """``--db``, else the found config's database, else the default database."""
+    if database:
+        return database
+    try:
+        found = config_mod.find_config(config_path)
+    except ConfigError:
+        return config_mod.default_database()
+    return config_mod.load(found).storage.database
+
+
+@contextmanager
+def open_reader(config_path: str | None, database: str | None) -> Iterator[Reader]:
+    """A read-only ``Reader`` on the chosen database, closed afterwards."""
+    reader = Reader.open(database_path(config_path, database))
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+def use_color(choice: bool | None, output: str | None = None) -> bool:
+    """Colour when asked, or by default when writing to a terminal."""
+    if choice is not None:
+        return choice
+    return output is None and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+color_option = click.option(
+    "--color/--no-color", default=None, help="Colour diffs (default: when writing to a terminal)."
+)
+
+
+def db_time(text: str, option: str) -> str:
+    """A user-given time (``2022-03-10``, ``2022-03-10 07:00``, ISO 8601) as database text."""
+    value = text.strip()
+    if len(value) == 10:
+        value += "T00:00:00"
+    converted = iso_to_db(value)
+    if converted is None:
+        raise click.BadParameter(
+            f"{text!r} is not a time; use e.g. 2022-03-10 or '2022-03-10 07:00' (UTC)",
+            param_hint=option,
+        )
+    return converted
+
+
+def window(since: str | None, start: str | None, end: str | None) -> tuple[str, str]:
+    """The ``[since, until)`` window from ``--since`` or ``--from``/``--to``."""
+    if since and (start or end):
+        raise click.UsageError("use either --since or --from/--to, not both")
+    until = db_time(end, "--to") if end else now_db()
+    if start:
+        return db_time(start, "--from"), until
+    try:
+        seconds = parse_duration(since or "24h")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    return ago(seconds), until
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename (never half-written)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        Path(tmp).replace(target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@click.command("digest")
+@reader_options
+@click.option("--since", metavar="DURATION", help="Changes in the last DURATION (default 24h).")
+@click.option("--from", "start", metavar="TIME", help="Start of the window (UTC).")
+@click.option("--to", "end", metavar="TIME", help="End of the window (UTC, default now).")
+@click.option("--source", "-s", "sources", multiple=True, help="Only this source (repeatable).")
+@click.option(
+    "--format", "-f", "fmt", type=click.Choice(FORMATS), default="text", show_default=True
+)
+@click.option(
+    "--output", "-o", metavar="FILE", help="Write to FILE (atomically) instead of stdout."
+)
+@color_option
+@handles_errors
+def digest_command(
+    config_path: str | None,
+    database: str | None,
+    since: str | None,
+    start: str | None,
+    end: str | None,
+    sources: tuple[str, ...],
+    fmt: str,
+    output: str | None,
+    color: bool | None,
+) -> None:
+    """What changed, grouped by story, newest activity first, with word diffs."""
+    begin, until = window(since, start, end)
+    with open_reader(config_path, database) as reader:
+        unknown = set(sources) - set(reader.source_names())
+        if unknown:
+            raise click.UsageError(f"no source named {', '.join(sorted(unknown))}")
+        digest = build_digest(reader, begin, until, list(sources) or None)
+    text = render(digest, fmt, color=fmt == "text" and use_color(color, output))
+    if output:
+        write_atomically(output, text)
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False, color=True)
+
+
+@click.command("history")
+@reader_options
+@click.argument("entry")
+@color_option
+@handles_errors
+def history_command(
+    config_path: str | None, database: str | None, entry: str, color: bool | None
+) -> None:
+    """Every version of ENTRY with its time and what changed.
+
+    ENTRY is an entry id, key or URL, a prefix of a key or URL, or words it contains.
+    """
+    with open_reader(config_path, database) as reader:
+        found = reader.resolve_entry(entry)
+        rows = reader.entry_changes(found.id)
+    plural = "s" if found.version_count != 1 else ""
+    click.echo(f"entry {found.id} · key {found.key} · {found.version_count} version{plural}")
+    if found.removed_at:
+        click.echo(f"removed from the source since {found.removed_at[:16]}")
+    for story in group_stories(rows):
+        click.echo(render_story(story, color=use_color(color)), nl=False, color=True)
+
+
+@click.command("diff")
+@reader_options
+@click.argument("entry")
+@click.option("--from", "old", type=int, metavar="N", help="Older version (default: M-1).")
+@click.option("--to", "new", type=int, metavar="M", help="Newer version (default: latest).")
+@color_option
+@handles_errors
+def diff_command(
+    config_path: str | None,
+    database: str | None,
+    entry: str,
+    old: int | None,
+    new: int | None,
+    color: bool | None,
+) -> None:
+    """The word diff of ENTRY between versions N and M (id, key, URL, prefix or words)."""
+    with open_reader(config_path, database) as reader:
+        found = reader.resolve_entry(entry)
+        versions = {v.version: v for v in reader.versions(found.id)}
+    new = new if new is not None else max(versions)
+    old = old if old is not None else new - 1
+    missing = [n for n in (new, old) if n not in versions]
+    if missing:
+        have = f"1 to {max(versions)}" if len(versions) > 1 else "only version 1"
+        raise click.UsageError(f"entry {found.id} has no version {missing[0]} (it has {have})")
+    click.echo(
+        f"[{found.source}] {found.title}\n"
+        f"v{old} ({versions[old].seen_at[:16]}) → v{new} ({versions[new].seen_at[:16]})"
+    )
+    click.echo(version_diff(versions[old], versions[new], use_color(color)), color=True)
+
+
+def version_diff(old: VersionRow, new: VersionRow, color: bool) -> str:
+    """Each tracked field that differs, as a full word diff."""
+    render = render_ansi if color else render_markers
+    parts = []
+    for name in TRACKED_FIELDS:
+        column = name if name in ("title", "link", "author") else f"{name}_text"
+        before, after = getattr(old, column), getattr(new, column)
+        if before != after:
+            parts.append(f"\n{name}:\n{render(word_diff(before, after))}")
+    return "".join(parts) or "\n(no difference)"
+
+
+@click.command("search")
+@reader_options
+@click.argument("text", nargs=-1, required=True)
+@click.option("--limit", default=50, show_default=True, help="At most this many versions.")
+@handles_errors
+def search_command(
+    config_path: str | None, database: str | None, text: tuple[str, ...], limit: int
+) -> None:
+    """Full-text search over every version, including text since edited out."""
+    with open_reader(config_path, database) as reader:
+        hits = reader.search(" ".join(text), limit=limit)
+    if not hits:
+        click.echo("no version matches")
+        return
+    by_entry: dict[int, list[Any]] = {}
+    for hit in hits:
+        by_entry.setdefault(hit.entry.id, []).append(hit)
+    for group in by_entry.values():
+        entry = group[0].entry
+        click.echo(f"[{entry.source}] {entry.title}  (entry {entry.id}, key {entry.key})")
+        for hit in sorted(group, key=lambda h: h.version):
+            snippet = hit.snippet.replace("\x02", "»").replace("\x03", "«").replace("\n", " ")
+            click.echo(f"  v{hit.version} {hit.seen_at[:16]}: {snippet}")
+        if not any(h.current for h in group):
+            click.echo(f"  (no longer in the current version v{entry.version_count})")
+
+
+@click.command("sources")
+@reader_options
+@handles_errors
+def sources_command(config_path: str | None, database: str | None) -> None:
+    """Each source: kind, interval, last success, last error, failures, entries, versions."""
+    with open_reader(config_path, database) as reader:
+        rows = reader.sources()
+    if not rows:
+        click.echo("no sources yet: run `aggregator poll` with a config")
+        return
+    header = ("name", "kind", "interval", "last success", "failures", "entries", "versions")
+    table = [header] + [_source_row(r) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for r in rows:
+        if r["last_error"]:
+            click.echo(f"{r['name']}: last error {r['last_error_at'][:16]}: {r['last_error']}")
+
+
+def _source_row(row: dict[str, Any]) -> tuple[str, ...]:
+    name = row["name"] + ("" if row["active"] else " (inactive)")
+    return (
+        name,
+        row["kind"],
+        _duration(row["interval_seconds"]),
+        (row["last_success_at"] or "never")[:16],
+        str(row["consecutive_failures"]),
+        str(row["entries"]),
+        str(row["versions"]),
+    )
+
+
+def _duration(seconds: float | None) -> str:
+    if not seconds:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+COMMANDS = [digest_command, history_command, diff_command, search_command, sources_command]

@@ -1,0 +1,85 @@
+"""Scheduled digests: render on a cron schedule and hand the result to the outbox.
+
+The daemon adds one cron job per ``[[digests]]`` entry (``build_digest_jobs``)
+and runs ``DigestJob.run`` on the store's thread. When the window holds no
+change nothing is enqueued; otherwise one outbox event of type ``digest``
+carries the text and the HTML, and the notification worker delivers it to the
+named sink. The event id is derived from the digest's name and window, so a
+job that runs twice for the same window enqueues one event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from apscheduler.triggers.cron import CronTrigger
+
+from aggregator.config import Config, DigestConfig
+from aggregator.digest.model import Digest, build_digest, counts_line
+from aggregator.digest.page import render_page
+from aggregator.digest.text import render_markdown, render_text
+from aggregator.store import Store
+from aggregator.store.queries import Reader, enqueue_digest
+from aggregator.timeutil import to_db, utcnow
+
+_NAMESPACE = uuid.UUID("6f1c1f3e-4d53-4a43-9a7e-0b0f8f6c2a11")
+
+
+@dataclass(frozen=True, slots=True)
+class DigestJob:
+    """One ``[[digests]]`` entry, ready for the scheduler."""
+
+    config: DigestConfig
+    trigger: CronTrigger
+
+    @property
+    def id(self) -> str:
+        """The scheduler job id, ``digest:<name>``."""
+        return f"digest:{self.config.name}"
+
+    def run(self, store: Store, now: datetime | None = None) -> str | None:
+        """Enqueue the digest ending ``now``; returns the event id, or None if nothing changed."""
+        return enqueue_scheduled_digest(store, self.config, now or utcnow())
+
+
+def build_digest_jobs(config: Config) -> list[DigestJob]:
+    """One job per configured digest, with its cron trigger (UTC)."""
+    return [
+        DigestJob(d, CronTrigger.from_crontab(d.schedule, timezone="UTC")) for d in config.digests
+    ]
+
+
+def digest_event(digest: Digest, config: DigestConfig) -> dict[str, Any]:
+    """The outbox payload for a rendered digest (type ``digest``)."""
+    text = render_markdown(digest) if config.format == "markdown" else render_text(digest)
+    key = f"{config.name}|{digest.since}|{digest.until}"
+    return {
+        "id": uuid.uuid5(_NAMESPACE, key).hex,
+        "type": "digest",
+        "name": config.name,
+        "sink": config.sink,
+        "title": f"{config.title}: {counts_line(digest)}",
+        "text": text,
+        "html": render_page(digest, title=config.title),
+        "since": digest.since,
+        "until": digest.until,
+    }
+
+
+def enqueue_scheduled_digest(store: Store, config: DigestConfig, now: datetime) -> str | None:
+    """Build the digest of ``[now - since, now)`` and enqueue it unless it is empty.
+
+    Returns:
+        The event id when a digest was enqueued (or was already), else None.
+    """
+    until = to_db(now)
+    since = to_db(now - timedelta(seconds=config.since))
+    digest = build_digest(Reader(store.db), since, until, list(config.sources) or None)
+    if digest.empty:
+        return None
+    payload = digest_event(digest, config)
+    enqueue_digest(store.db, payload)
+    return str(payload["id"])

@@ -1,0 +1,348 @@
+"""Read-side queries for the digest and the reading commands.
+
+A ``Reader`` wraps a read-only connection (``open_database(path, readonly=True)``),
+so it can run while the daemon writes: WAL lets readers see the last committed
+state without blocking the writer. The daemon may also wrap its own writer
+connection in a ``Reader`` to render a scheduled digest.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from aggregator.errors import StoreError
+from aggregator.store import Store, _insert_outbox, open_database
+from aggregator.store.schema import migrations
+from aggregator.timeutil import now_db
+
+__all__ = [
+    "ChangeRow",
+    "EntryRow",
+    "Reader",
+    "SearchHit",
+    "VersionRow",
+    "enqueue_digest",
+    "fts_query",
+]
+
+_VERSION_COLUMNS = (
+    "id, entry_id, version, title, link, author, summary, content, summary_text,"
+    " content_text, seen_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    """One stored version of an entry."""
+
+    id: int
+    entry_id: int
+    version: int
+    title: str
+    link: str
+    author: str
+    summary: str  # as published (HTML)
+    content: str  # as published (HTML)
+    summary_text: str
+    content_text: str
+    seen_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRow:
+    """One entry (story item) with its source."""
+
+    id: int
+    source: str
+    key: str
+    url: str
+    title: str
+    version_count: int
+    removed_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRow:
+    """One row of ``change_log`` with the versions before and after."""
+
+    id: int
+    detected_at: str
+    source: str
+    kind: str
+    fields: tuple[str, ...]
+    edit: str | None
+    entry_id: int
+    entry_key: str
+    url: str
+    current_title: str
+    old: VersionRow | None
+    new: VersionRow | None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A version whose text matched a search, with a highlighted snippet."""
+
+    entry: EntryRow
+    version: int
+    seen_at: str
+    snippet: str  # matches wrapped in \x02 ... \x03
+    current: bool  # True when this is the entry's current version
+
+
+def fts_query(text: str) -> str:
+    """Quote user input as FTS5 phrases (all must match), so no character is syntax."""
+    words = text.split()
+    if not words:
+        raise StoreError("search text is empty")
+    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
+class Reader:
+    """Answers the reading commands' questions from one connection."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @classmethod
+    def open(cls, path: str | Path) -> Reader:
+        """Open ``path`` read-only, first migrating it forward if it is from an older release."""
+        if not Path(path).is_file():
+            raise StoreError(
+                f"no database at {path}: run `aggregator poll` (or `aggregator demo`) first,"
+                " or pass --db PATH"
+            )
+        db = open_database(path, readonly=True)
+        try:
+            pending = migrations.pending(db)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise StoreError(f"{path} is not an aggregator database: {exc}") from None
+        if pending:
+            db.close()
+            Store.open(path).close()
+            db = open_database(path, readonly=True)
+        return cls(db)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def _rows(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        try:
+            cursor = self.db.execute(sql, list(params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"query failed: {exc}") from exc
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    # -- changes -------------------------------------------------------------
+
+    def changes(self, since: str, until: str, sources: list[str] | None = None) -> list[ChangeRow]:
+        """Changes detected in ``[since, until)``, oldest first, optionally for some sources."""
+        where, params = "detected_at >= ? AND detected_at < ?", [since, until]
+        if sources:
+            where += f" AND source IN ({','.join('?' * len(sources))})"
+            params += sources
+        return self._change_rows(where, params)
+
+    def changes_after(self, change_id: int) -> list[ChangeRow]:
+        """Changes with an id above ``change_id`` (the ones stored since), oldest first."""
+        return self._change_rows("change_id > ?", [change_id])
+
+    def entry_changes(self, entry_id: int) -> list[ChangeRow]:
+        """Every change of one entry, oldest first."""
+        return self._change_rows("entry_id = ?", [entry_id])
+
+    def _change_rows(self, where: str, params: list[Any]) -> list[ChangeRow]:
+        rows = self._rows(f"SELECT * FROM change_log WHERE {where} ORDER BY change_id", params)
+        ids = {r[k] for r in rows for k in ("old_version_id", "new_version_id") if r[k]}
+        versions = self._versions_by_id(ids)
+        return [
+            ChangeRow(
+                id=r["change_id"],
+                detected_at=r["detected_at"],
+                source=r["source"],
+                kind=r["kind"],
+                fields=tuple(json.loads(r["fields"] or "[]")),
+                edit=r["edit"],
+                entry_id=r["entry_id"],
+                entry_key=r["entry_key"],
+                url=r["url"] or "",
+                current_title=r["current_title"] or "",
+                old=versions.get(r["old_version_id"]),
+                new=versions.get(r["new_version_id"]),
+            )
+            for r in rows
+        ]
+
+    def _versions_by_id(self, ids: set[int]) -> dict[int, VersionRow]:
+        found: dict[int, VersionRow] = {}
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT {_VERSION_COLUMNS} FROM versions WHERE id IN ({marks})"
+            for row in self._rows(sql, chunk):
+                found[row["id"]] = _version(row)
+        return found
+
+    def activity(self, since: str, until: str, sources: list[str] | None = None) -> dict[str, Any]:
+        """How many sources were polled in the window, and which are failing now."""
+        polled_sql = (
+            "SELECT count(DISTINCT f.source_id) AS n FROM fetches f JOIN sources s"
+            " ON s.id = f.source_id WHERE f.started_at >= ? AND f.started_at < ?"
+        )
+        failing_sql = (
+            "SELECT name, consecutive_failures AS failures, last_error FROM sources"
+            " WHERE active = 1 AND consecutive_failures > 0"
+        )
+        params: list[Any] = [since, until]
+        extra: list[Any] = []
+        if sources:
+            marks = ",".join("?" * len(sources))
+            polled_sql += f" AND s.name IN ({marks})"
+            failing_sql += f" AND name IN ({marks})"
+            params += sources
+            extra = list(sources)
+        polled = self._rows(polled_sql, params)[0]["n"]
+        failing = self._rows(failing_sql + " ORDER BY name", extra)
+        return {"sources_polled": polled, "failing": failing}
+
+    def source_names(self) -> list[str]:
+        """Every source's name."""
+        return [r["name"] for r in self._rows("SELECT name FROM sources ORDER BY name")]
+
+    # -- entries and versions ------------------------------------------------
+
+    def resolve_entry(self, term: str) -> EntryRow:
+        """Find one entry by id, key, URL, key/URL prefix, or a word in any of its versions.
+
+        Raises:
+            StoreError: nothing matches, or several entries do (they are listed).
+        """
+        term = term.strip()
+        steps: list[tuple[str, list[Any]]] = []
+        if term.isdigit():
+            steps.append(("e.id = ?", [int(term)]))
+        steps.append(("e.key = ? OR e.url = ?", [term, term]))
+        prefix = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        steps.append(("e.key LIKE ? ESCAPE '\\' OR e.url LIKE ? ESCAPE '\\'", [prefix, prefix]))
+        if term:
+            steps.append(
+                (
+                    "e.id IN (SELECT v.entry_id FROM versions_fts JOIN versions v"
+                    " ON v.id = versions_fts.rowid WHERE versions_fts MATCH ?)",
+                    [fts_query(term)],
+                )
+            )
+        for where, params in steps:
+            found = self._entries(where, params)
+            if len(found) == 1:
+                return found[0]
+            if found:
+                listed = "\n".join(
+                    f"  {e.id}  [{e.source}] {e.title}  ({e.key})" for e in found[:10]
+                )
+                more = f"\n  … and {len(found) - 10} more" if len(found) > 10 else ""
+                raise StoreError(
+                    f"{len(found)} entries match {term!r}; give one of these ids:\n{listed}{more}"
+                )
+        raise StoreError(f"no entry matches {term!r} (try an id, key, URL or a word it contains)")
+
+    def _entries(self, where: str, params: list[Any]) -> list[EntryRow]:
+        rows = self._rows(
+            "SELECT e.id, s.name AS source, e.key, e.url, e.title, e.version_count,"
+            f" e.removed_at FROM entries e JOIN sources s ON s.id = e.source_id WHERE {where}"
+            " ORDER BY e.last_seen_at DESC, e.id",
+            params,
+        )
+        return [
+            EntryRow(
+                id=r["id"],
+                source=r["source"],
+                key=r["key"],
+                url=r["url"] or "",
+                title=r["title"] or "",
+                version_count=r["version_count"],
+                removed_at=r["removed_at"],
+            )
+            for r in rows
+        ]
+
+    def versions(self, entry_id: int) -> list[VersionRow]:
+        """Every version of an entry, oldest first."""
+        rows = self._rows(
+            f"SELECT {_VERSION_COLUMNS} FROM versions WHERE entry_id = ? ORDER BY version",
+            [entry_id],
+        )
+        return [_version(r) for r in rows]
+
+    # -- search and sources --------------------------------------------------
+
+    def search(self, text: str, *, limit: int = 50) -> list[SearchHit]:
+        """Versions whose title or text match ``text`` (all words), best first."""
+        rows = self._rows(
+            "SELECT v.entry_id, v.version, v.seen_at, e.current_version_id = v.id AS current,"
+            " snippet(versions_fts, -1, char(2), char(3), '…', 16) AS snippet"
+            " FROM versions_fts JOIN versions v ON v.id = versions_fts.rowid"
+            " JOIN entries e ON e.id = v.entry_id"
+            " WHERE versions_fts MATCH ? ORDER BY rank, v.version LIMIT ?",
+            [fts_query(text), limit],
+        )
+        entries = {e.id: e for e in self._entries_by_id({r["entry_id"] for r in rows})}
+        return [
+            SearchHit(
+                entry=entries[r["entry_id"]],
+                version=r["version"],
+                seen_at=r["seen_at"],
+                snippet=r["snippet"] or "",
+                current=bool(r["current"]),
+            )
+            for r in rows
+        ]
+
+    def _entries_by_id(self, ids: set[int]) -> list[EntryRow]:
+        if not ids:
+            return []
+        ordered = sorted(ids)
+        return self._entries(f"e.id IN ({','.join('?' * len(ordered))})", ordered)
+
+    def sources(self) -> list[dict[str, Any]]:
+        """Each source with its health and how much history it has."""
+        return self._rows(
+            "SELECT s.name, s.kind, s.url, s.interval_seconds, s.active, s.last_success_at,"
+            " s.last_error, s.last_error_at, s.consecutive_failures,"
+            " (SELECT count(*) FROM entries e WHERE e.source_id = s.id) AS entries,"
+            " (SELECT count(*) FROM versions v JOIN entries e ON e.id = v.entry_id"
+            "  WHERE e.source_id = s.id) AS versions"
+            " FROM sources s ORDER BY s.name"
+        )
+
+
+def _version(row: dict[str, Any]) -> VersionRow:
+    return VersionRow(**{k: ("" if v is None and k not in ("id",) else v) for k, v in row.items()})
+
+
+def enqueue_digest(db: Database, payload: dict[str, Any]) -> bool:
+    """Put a digest event in the outbox for the notification worker, once per event id.
+
+    Args:
+        db: the writer's connection (``Store.db``).
+        payload: the digest event; its ``id`` makes a repeated enqueue a no-op.
+
+    Returns:
+        True when the event was added, False when it was already there.
+    """
+    with db.atomic():
+        exists = db.execute("SELECT 1 FROM outbox WHERE event_id = ?", [payload["id"]]).fetchone()
+        if exists:
+            return False
+        _insert_outbox(db, payload, None, None, None, now_db())
+    return True
