@@ -24,7 +24,7 @@ from aggregator.errors import AggregatorError, FetchError
 from aggregator.fetch import Fetcher, Response
 from aggregator.models import TRACKED_FIELDS, Item, Parsed
 from aggregator.normalize import snapshot
-from aggregator.parse import get_parser, validate_options
+from aggregator.parse import get_parser, validate_options, volatile_patterns
 from aggregator.store import FetchRecord, SourceSpec, Store
 from aggregator.store.thread import StoreThread
 from aggregator.timeutil import now_db
@@ -149,7 +149,7 @@ class Pipeline:
         parsed = apply_limits(parsed, self.config.limits)
         for warning in parsed.warnings:
             log.warning("parse.warning", warning=warning)
-        ignore = source.ignore_patterns
+        ignore = [*volatile_patterns(source.kind), *source.ignore_patterns]
         snapshots = [snapshot(item, ignore) for item in parsed.items]
         changes = detect(
             store.known(source_id), snapshots, removals=source.removals, complete=parsed.complete
