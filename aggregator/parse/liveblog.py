@@ -16,7 +16,9 @@ edited body is a ``changed`` post, not a deletion plus a new one.
 The page itself (headline and description) is the entry keyed ``page``,
 listed first and without a published date, so it never counts as an "older
 post still listed" when deciding removals. A page on which no post was found
-is read as partial: nothing is removed (a redesign must not delete history).
+is read as partial: nothing is removed (a redesign must not delete history);
+if in addition no ``LiveBlogPosting`` was found and a JSON-LD block was
+invalid, the page entry is not read either (its headline would be a guess).
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class LiveblogParser:
         options = options or LiveblogOptions()
         tree = load_html(body, headers, kind=self.kind)
         nodes, warnings = json_ld(tree)
+        broken_jsonld = bool(warnings)
         blogs = [n for n in nodes if has_type(n, "LiveBlogPosting")]
         posts = [p for blog in blogs for p in _jsonld_posts(blog, url)]
         if not posts and options.selectors is not None:
@@ -119,6 +122,9 @@ class LiveblogParser:
                 f"{' and the post selector matched nothing' if options.selectors else ''});"
                 " nothing is marked removed"
             )
+            if not blogs and broken_jsonld:
+                # the blog's own JSON-LD is probably the broken block: do not guess its headline
+                return Parsed(items=[], complete=False, warnings=warnings)
         keys = unique_keys(p.key for p in posts)
         posts = [_rekey(p, k) for p, k in zip(posts, keys, strict=True)]
         page = _page_item(tree, blogs[0] if blogs else {}, url)
@@ -151,8 +157,8 @@ def _jsonld_posts(blog: Mapping[str, Any], url: str) -> list[Item]:
             continue
         published_raw = text_of(update.get("datePublished"))
         body = text_of(update.get("articleBody")) or text_of(update.get("text"))
-        link = text_of(update.get("url"))
-        ident = text_of(update.get("@id")) or link
+        ident = text_of(update.get("@id")) or text_of(update.get("url"))
+        link = text_of(update.get("url")) or (ident if ident.startswith("http") else "")
         posts.append(
             Item(
                 key=post_key(ident, iso_to_db(published_raw) or published_raw, body),

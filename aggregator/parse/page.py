@@ -113,6 +113,7 @@ def read_article(
     doc: Any = extracted if extracted is not None else None
     text = (getattr(doc, "text", "") or "") if doc is not None else ""
     title = text_of(article.get("headline")) or page_title(tree) or getattr(doc, "title", "") or ""
+    title = html.unescape(title)
     paragraphs = _paragraphs(text, title)
     if not paragraphs:
         hint = " (check the scope selector)" if options.scope else " (set scope = a CSS selector)"
