@@ -73,7 +73,12 @@ class LiveblogSelectors(BaseModel):
     body: str = ""
     time: str = ""
 
-    @field_validator("post", "title", "body", "time")
+    @field_validator("post")
+    @classmethod
+    def _post(cls, value: str) -> str:
+        return check_selector(value)
+
+    @field_validator("title", "body", "time")
     @classmethod
     def _css(cls, value: str) -> str:
         return check_selector(value) if value else value

@@ -56,6 +56,8 @@ def decode(body: bytes, headers: Mapping[str, str]) -> str:
 
 def check_selector(selector: str) -> str:
     """Validate a CSS selector (for config models); ``ValueError`` if Lexbor rejects it."""
+    if not selector.strip():
+        raise ValueError("empty CSS selector")
     try:
         LexborHTMLParser("<p></p>").css(selector)
     except SelectolaxError:

@@ -44,6 +44,10 @@ from aggregator.timeutil import iso_to_db
 ARTICLE_TYPES = ("NewsArticle", "Article", "ReportageNewsArticle", "AnalysisNewsArticle",
                  "BlogPosting", "LiveBlogPosting", "WebPage")  # fmt: skip
 
+#: Less extracted text than this is not an article (an error or consent page,
+#: or trafilatura's fallback picking up navigation): the poll fails instead.
+MIN_TEXT_CHARS = 50
+
 _CONFIG = use_config()
 _CONFIG.set("DEFAULT", "EXTRACTION_TIMEOUT", "0")
 
@@ -115,9 +119,11 @@ def read_article(
     title = text_of(article.get("headline")) or page_title(tree) or getattr(doc, "title", "") or ""
     title = html.unescape(title)
     paragraphs = _paragraphs(text, title)
-    if not paragraphs:
+    if sum(map(len, paragraphs)) < MIN_TEXT_CHARS:
         hint = " (check the scope selector)" if options.scope else " (set scope = a CSS selector)"
-        raise ParseError(f"no article text found on the page{hint}")
+        raise ParseError(
+            f"no article text found on the page (under {MIN_TEXT_CHARS} characters){hint}"
+        )
     item = Item(
         key=key or canonical_url(url),
         title=title,
