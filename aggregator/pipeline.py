@@ -22,6 +22,7 @@ from aggregator.config import Config, LimitsConfig, SourceConfig
 from aggregator.detect import detect
 from aggregator.errors import AggregatorError, FetchError
 from aggregator.fetch import Fetcher, Response
+from aggregator.follow import companion_specs, follow_articles, follows
 from aggregator.models import TRACKED_FIELDS, Item, Parsed
 from aggregator.normalize import snapshot
 from aggregator.parse import get_parser, validate_options, volatile_patterns
@@ -53,7 +54,8 @@ class PollResult:
 
 def source_specs(config: Config) -> list[SourceSpec]:
     """The store's view of the configured sources."""
-    return [SourceSpec(s.name, s.kind, s.url, s.interval) for s in config.sources]
+    specs = [SourceSpec(s.name, s.kind, s.url, s.interval) for s in config.sources]
+    return specs + companion_specs(config)  # "<feed>/articles" of follow_links feeds
 
 
 class Pipeline:
@@ -86,6 +88,8 @@ class Pipeline:
         with structlog.contextvars.bound_contextvars(source=source.name):
             try:
                 result = await self._poll(source)
+                if result.ok and follows(source):
+                    await follow_articles(self, source)
             except Exception as exc:  # a bug must not stop the other sources
                 log.exception("poll.crashed", error=str(exc))
                 result = PollResult(source.name, "error", error=f"internal error: {exc!r}")
