@@ -129,3 +129,28 @@ def test_invalid_css_is_rejected_at_start_up(tmp_path) -> None:
         path.write_text(f'[[sources]]\nurl = "https://x.example/"\n{extra}\n')
         with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
             config_mod.load(path)
+
+
+def test_readme_and_example_configs_of_html_kinds_are_valid() -> None:
+    """The README's liveblog/page/follow_links examples and example.toml's commented ones load."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    readme = root.joinpath("README.md").read_text()
+    section = readme[readme.index("## Live blogs and evolving articles") :]
+    section = section[: section.index("<!-- section:")]
+    blocks = re.findall(r"```toml\n(.*?)```", section, re.DOTALL)
+    example = root.joinpath("config/example.toml").read_text()
+    tail = example[example.index("# A live blog") :]
+    uncommented = "\n".join(
+        line[2:]
+        for line in tail.splitlines()
+        if (line.startswith("# ") and "=" in line) or line.startswith("# [[")
+    )
+    kinds = []
+    for text in [*blocks, uncommented]:
+        config = config_mod.parse(tomllib.loads(text))
+        kinds += [s.kind for s in config.sources]
+    assert kinds.count("liveblog") == 3 and kinds.count("page") == 2 and kinds.count("feed") == 2
