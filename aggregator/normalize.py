@@ -39,6 +39,24 @@ _SPACES = re.compile(r"[^\S\n]+")
 _BLANKS = re.compile(r"\n\s*\n+")
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 
+_UNIT = r"(?:sec(?:ond)?s?|min(?:ute)?s?|h(?:ou)?rs?|hours?|days?|weeks?|mins?)"
+#: Text that changes on every request of a web page and never is news:
+#: relative timestamps ("Updated 3 minutes ago", "just now") and counters
+#: ("1,234 views", "56 comments", "812 reading now"). Applied to the
+#: ``liveblog`` and ``page`` kinds (see ``aggregator.parse.volatile_patterns``),
+#: before the source's own ``ignore`` patterns.
+VOLATILE_PATTERNS: tuple[re.Pattern[str], ...] = (
+    re.compile(
+        r"(?i)\b(?:(?:last\s+)?(?:updated|posted|published|edited|modified)\s*:?\s*)?"
+        rf"(?:\d+|an?|one|a\s+few)\s+{_UNIT}\s+ago\b"
+    ),
+    re.compile(r"(?i)\b(?:(?:updated|posted)\s+)?(?:just\s+now|moments\s+ago)\b"),
+    re.compile(
+        r"(?i)\b\d[\d,.]*\s*[km]?\s+(?:views?|reads?|comments?|shares?|likes?"
+        r"|(?:people\s+)?(?:are\s+)?(?:reading|watching)(?:\s+now)?)\b"
+    ),
+)
+
 
 def canonical_url(url: str) -> str:
     """Return ``url`` without tracking parameters, fragment or default port.

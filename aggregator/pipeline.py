@@ -22,9 +22,10 @@ from aggregator.config import Config, LimitsConfig, SourceConfig
 from aggregator.detect import detect
 from aggregator.errors import AggregatorError, FetchError
 from aggregator.fetch import Fetcher, Response
+from aggregator.follow import companion_specs, follow_articles, follows
 from aggregator.models import TRACKED_FIELDS, Item, Parsed
 from aggregator.normalize import snapshot
-from aggregator.parse import get_parser, validate_options
+from aggregator.parse import get_parser, validate_options, volatile_patterns
 from aggregator.store import FetchRecord, SourceSpec, Store
 from aggregator.store.thread import StoreThread
 from aggregator.timeutil import now_db
@@ -53,7 +54,8 @@ class PollResult:
 
 def source_specs(config: Config) -> list[SourceSpec]:
     """The store's view of the configured sources."""
-    return [SourceSpec(s.name, s.kind, s.url, s.interval) for s in config.sources]
+    specs = [SourceSpec(s.name, s.kind, s.url, s.interval) for s in config.sources]
+    return specs + companion_specs(config)  # "<feed>/articles" of follow_links feeds
 
 
 class Pipeline:
@@ -86,6 +88,8 @@ class Pipeline:
         with structlog.contextvars.bound_contextvars(source=source.name):
             try:
                 result = await self._poll(source)
+                if result.ok and follows(source):
+                    await follow_articles(self, source)
             except Exception as exc:  # a bug must not stop the other sources
                 log.exception("poll.crashed", error=str(exc))
                 result = PollResult(source.name, "error", error=f"internal error: {exc!r}")
@@ -149,7 +153,7 @@ class Pipeline:
         parsed = apply_limits(parsed, self.config.limits)
         for warning in parsed.warnings:
             log.warning("parse.warning", warning=warning)
-        ignore = source.ignore_patterns
+        ignore = [*volatile_patterns(source.kind), *source.ignore_patterns]
         snapshots = [snapshot(item, ignore) for item in parsed.items]
         changes = detect(
             store.known(source_id), snapshots, removals=source.removals, complete=parsed.complete

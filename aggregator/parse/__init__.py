@@ -8,7 +8,8 @@ model (unknown keys are rejected at start-up) and implements ``parse``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -16,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from aggregator.errors import ConfigError
 from aggregator.models import Parsed
 from aggregator.parse.feed import FeedParser
+from aggregator.parse.liveblog import LiveblogParser
+from aggregator.parse.page import PageParser
 
 
 class NoOptions(BaseModel):
@@ -43,6 +46,8 @@ PARSERS: dict[str, Parser] = {
     parser.kind: parser
     for parser in (
         FeedParser(),
+        LiveblogParser(),
+        PageParser(),
     )
 }  # fmt: skip
 
@@ -54,6 +59,15 @@ def get_parser(kind: str) -> Parser:
     except KeyError:
         known = ", ".join(sorted(PARSERS))
         raise ConfigError(f"kind: unknown source kind {kind!r} (known: {known})") from None
+
+
+def volatile_patterns(kind: str) -> Sequence[re.Pattern[str]]:
+    """Built-in volatile-text patterns of ``kind`` (a parser's optional ``volatile``).
+
+    Web-page kinds strip relative timestamps and counters before comparing;
+    feeds strip nothing beyond the source's ``ignore``.
+    """
+    return tuple(getattr(get_parser(kind), "volatile", ()))
 
 
 def validate_options(kind: str, options: Mapping[str, Any]) -> BaseModel:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import feedparser
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from aggregator.errors import ParseError
 from aggregator.models import Item, Parsed
@@ -30,6 +30,11 @@ class FeedOptions(BaseModel):
     """Keys a ``kind = "feed"`` source may set besides the common ones."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Also fetch each entry's linked article and version its text (``aggregator.follow``).
+    follow_links: bool = False
+    #: Most articles fetched per poll of the feed.
+    follow_limit: int = Field(default=10, ge=1, le=1000)
 
 
 class FeedParser:

@@ -227,3 +227,33 @@ _SEARCH_AND_VIEWS = [
 def _search_and_views(db: Database) -> None:
     for statement in _SEARCH_AND_VIEWS:
         db.execute(statement)
+
+
+_FOLLOWED = [
+    """
+    CREATE TABLE followed_articles (
+        id INTEGER PRIMARY KEY,
+        feed_source_id INTEGER NOT NULL REFERENCES sources(id),
+        article_source_id INTEGER NOT NULL REFERENCES sources(id),
+        url TEXT NOT NULL,
+        first_seen_at TEXT NOT NULL,
+        last_checked_at TEXT,
+        last_changed_at TEXT,
+        next_check_at TEXT,
+        etag TEXT,
+        last_modified TEXT,
+        body_sha256 TEXT,
+        consecutive_failures INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        UNIQUE (feed_source_id, url)
+    )
+    """,
+    "CREATE INDEX idx_followed_due ON followed_articles (feed_source_id, next_check_at)",
+]
+
+
+@migrations(name="0005_followed_articles")
+def _followed_articles(db: Database) -> None:
+    """Articles linked from ``follow_links`` feeds and when to re-check each."""
+    for statement in _FOLLOWED:
+        db.execute(statement)
