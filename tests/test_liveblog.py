@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import structlog
+
 from tests import liveblog_story as story
 from tests.conftest import Harness
 
@@ -142,20 +144,20 @@ def test_jsonld_shapes_graph_lists_and_an_invalid_block(harness: Harness) -> Non
     )
 
 
-def test_malformed_jsonld_removes_nothing_and_says_why(harness: Harness, capsys) -> None:
+def test_malformed_jsonld_removes_nothing_and_says_why(harness: Harness) -> None:
     """When the only LiveBlogPosting block is broken, no post is removed and a warning names it."""
     harness.add("live", "/live.html", kind="liveblog")
     serve_html(harness, "/live.html", story.blog_epoch(0))
     harness.poll()
     broken = story.blog_epoch(0, noise=1).replace('"liveBlogUpdate": [', '"liveBlogUpdate": [,', 1)
     serve_html(harness, "/live.html", broken)
-    [result] = harness.poll()
+    with structlog.testing.capture_logs() as logs:
+        [result] = harness.poll()
     assert result.ok and result.outcome == "unchanged"
     assert [c for c in harness.changes() if c[0] != "new"] == []
     [entries] = harness.rows("SELECT count(*) AS n FROM entries WHERE removed_at IS NULL")
     assert entries["n"] == 4
-    logged = capsys.readouterr()
-    assert "JSON-LD block 3 is not valid JSON" in logged.out + logged.err
+    assert any("JSON-LD block 3 is not valid JSON" in str(line) for line in logs)
 
 
 def test_page_without_posts_keeps_history(harness: Harness) -> None:
