@@ -110,7 +110,7 @@ def initial_delay(
 def backoff(bounds: Bounds, failures: int) -> float:
     """The wait after ``failures`` consecutive failures (before jitter)."""
     exponent = min(max(failures - 1, 0), 30)
-    return min(bounds.max_backoff, max(bounds.interval, bounds.interval * 2**exponent))
+    return max(bounds.interval, min(bounds.max_backoff, bounds.interval * 2**exponent))
 
 
 def publisher_floor(obs: Observation) -> tuple[float, str]:
@@ -162,6 +162,23 @@ def _after_failure(
     if obs.retry_after is not None and min(obs.retry_after, HINT_CAP) > wait:
         wait, reason = min(obs.retry_after, HINT_CAP), f"Retry-After (HTTP {obs.status})"
     return Decision(wait, current, reason)
+
+
+#: How ``fetch.http.describe_httpx_error`` and the fetch deadline start their reasons
+#: when no HTTP response arrived at all.
+TRANSPORT_PREFIXES = (
+    "cannot resolve host",
+    "connection",
+    "timed out",
+    "read timed out",
+    "write timed out",
+    "server broke the HTTP protocol",
+)
+
+
+def is_transport_error(status: int | None, error: str | None) -> bool:
+    """True for a failure with no HTTP response (DNS, refused, reset, timeout)."""
+    return status is None and bool(error) and str(error).startswith(TRANSPORT_PREFIXES)
 
 
 def jittered(delay: float, rng: random.Random) -> float:

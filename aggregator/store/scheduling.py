@@ -80,6 +80,23 @@ def save_schedule(
     )
 
 
+def save_schedules(store: Store, plans: list[tuple[int, datetime, float, str]]) -> None:
+    """``save_schedule`` for many sources in one transaction."""
+    with store.db.atomic():
+        for source_id, at, interval, reason in plans:
+            save_schedule(store, source_id, at, interval, reason)
+
+
+def reset_schedules(store: Store, source_ids: list[int]) -> None:
+    """Forget the planned check and adaptive interval (their config changed)."""
+    with store.db.atomic():
+        for source_id in source_ids:
+            store.db.execute(
+                "UPDATE sources SET next_check_at = NULL, interval_now_seconds = NULL WHERE id = ?",
+                [source_id],
+            )
+
+
 def note_moved(store: Store, source_id: int, old_url: str) -> None:
     """Record that a permanent redirect moved the source away from ``old_url``."""
     store.db.execute(
