@@ -64,7 +64,7 @@ def daemon_line(daemon: dict[str, Any] | None) -> str:
 def source_line(source: dict[str, Any]) -> str:
     """One source: state, next check and why, interval, last error, moves."""
     name = source["name"]
-    if source["gone_at"]:
+    if source["gone_at"] and source["gone_url"] == source["url"]:
         text = f"  {name}: GONE since {source['gone_at']} (HTTP 410); polling stopped"
     else:
         state = (

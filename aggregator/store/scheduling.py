@@ -210,6 +210,7 @@ _STATUS_COLUMNS = (
     "last_success_at",
     "last_change_at",
     "gone_at",
+    "gone_url",
     "moved_from",
     "moved_at",
 )
