@@ -70,6 +70,16 @@ class LimitsConfig(_Strict):
     max_field_chars: int = Field(default=1_000_000, gt=0)
 
 
+class ScheduleConfig(_Strict):
+    """``[schedule]``: how the daemon spaces polls and backs off (see README "Run as a service")."""
+
+    max_backoff: Duration = 86400.0
+    startup_spread: Duration = 300.0
+    network_retry: Duration = 60.0
+    shutdown_grace: Duration = 20.0
+    failing_after: int = Field(default=3, ge=1)
+
+
 class SourceConfig(BaseModel):
     """One ``[[sources]]`` table. Kind-specific keys go to ``options``."""
 
@@ -83,6 +93,9 @@ class SourceConfig(BaseModel):
     ignore: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     enabled: bool = True
+    adaptive: bool = True
+    min_interval: Duration | None = None
+    max_interval: Duration | None = None
 
     @field_validator("url")
     @classmethod
@@ -113,6 +126,16 @@ class SourceConfig(BaseModel):
     def _name(self) -> SourceConfig:
         if not self.name:
             object.__setattr__(self, "name", name_from_url(self.url))
+        if self.min_interval is not None and self.min_interval > self.interval:
+            raise ValueError(
+                f"min_interval ({self.min_interval:g}s) is longer than"
+                f" interval ({self.interval:g}s)"
+            )
+        if self.max_interval is not None and self.max_interval < self.interval:
+            raise ValueError(
+                f"max_interval ({self.max_interval:g}s) is shorter than"
+                f" interval ({self.interval:g}s)"
+            )
         return self
 
     @property
@@ -165,6 +188,8 @@ class Config(_Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     fetch: FetchConfig = Field(default_factory=FetchConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    include: list[str] = Field(default_factory=list)
     defaults: dict[str, Any] = Field(default_factory=dict)
     sources: list[SourceConfig] = Field(default_factory=list)
     digests: list[DigestConfig] = Field(default_factory=list)
@@ -225,7 +250,46 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    included = _included_sources(path, raw)
+    if included:
+        raw = {**raw, "sources": [*raw.get("sources", []), *included]}
     return parse(raw, str(path))
+
+
+def included_files(path: Path, patterns: Any) -> list[Path]:
+    """The files matched by ``include`` patterns (relative to the config's directory)."""
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise ConfigError(
+            f'{path}: include: must be a list of glob patterns, e.g. ["sources.d/*.toml"]'
+        )
+    files: list[Path] = []
+    for pattern in patterns:
+        if Path(pattern).is_absolute():
+            matches = sorted(Path(pattern).parent.glob(Path(pattern).name))
+        else:
+            matches = sorted(path.parent.glob(pattern))
+        files += [m for m in matches if m.is_file() and m not in files]
+    return files
+
+
+def _included_sources(path: Path, raw: dict[str, Any]) -> list[Any]:
+    """Read the ``[[sources]]`` of every included file, each validated on its own."""
+    sources: list[Any] = []
+    for file in included_files(path, raw.get("include", [])):
+        try:
+            doc = tomllib.loads(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: cannot read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+        extra = sorted(set(doc) - {"sources"})
+        if extra:
+            raise ConfigError(
+                f"{file}: {extra[0]}: an included file may only hold [[sources]] tables"
+            )
+        parse({"defaults": raw.get("defaults", {}), "sources": doc.get("sources", [])}, str(file))
+        sources += doc.get("sources", [])
+    return sources
 
 
 def parse(raw: dict[str, Any], where: str = "<config>") -> Config:

@@ -44,7 +44,7 @@ def configure(*, level: str = "INFO", json: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("httpx", "httpcore", "apscheduler.executors.default", "trafilatura"):
+    for noisy in ("httpx", "httpcore", "apscheduler", "trafilatura"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

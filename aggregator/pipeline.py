@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import structlog
@@ -28,7 +29,7 @@ from aggregator.normalize import snapshot
 from aggregator.parse import get_parser, validate_options, volatile_patterns
 from aggregator.store import FetchRecord, SourceSpec, Store
 from aggregator.store.thread import StoreThread
-from aggregator.timeutil import now_db
+from aggregator.timeutil import now_db, utcnow
 
 log = structlog.get_logger("aggregator.pipeline")
 
@@ -201,11 +202,23 @@ def _record(url: str, started: str, response: Response) -> FetchRecord:
 
 
 def _max_age(response: Response) -> float | None:
+    """Freshness the publisher declared: ``Cache-Control: max-age``, else ``Expires``."""
     for part in response.headers.get("cache-control", "").split(","):
         name, _, value = part.strip().partition("=")
         if name.lower() == "max-age" and value.strip().isdigit():
             return float(value)
-    return None
+    return _expires(response.headers)
+
+
+def _expires(headers: dict[str, str]) -> float | None:
+    try:
+        expires = parsedate_to_datetime(headers["expires"])
+        date = parsedate_to_datetime(headers["date"]) if "date" in headers else utcnow()
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    if expires.tzinfo is None or date.tzinfo is None:
+        return None
+    return max(0.0, (expires - date).total_seconds())
 
 
 def _log_result(result: PollResult) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from aggregator import __version__
-from aggregator.cli import demo, poll, reading
+from aggregator.cli import demo, manage, poll, reading, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,6 +21,8 @@ def main() -> None:
 for module in (
     poll,
     reading,
+    status,
+    manage,
     demo,
 ):
     for command in module.COMMANDS:

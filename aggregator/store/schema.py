@@ -134,6 +134,39 @@ def _core(db: Database) -> None:
         db.execute(statement)
 
 
+_SCHEDULING = [
+    # the adaptive interval the scheduler is using now, and why next_check_at is what it is
+    "ALTER TABLE sources ADD COLUMN interval_now_seconds REAL",
+    "ALTER TABLE sources ADD COLUMN schedule_reason TEXT",
+    # 410 Gone: polling stopped at gone_at while the URL was gone_url (a new URL resumes it)
+    "ALTER TABLE sources ADD COLUMN gone_at TEXT",
+    "ALTER TABLE sources ADD COLUMN gone_url TEXT",
+    # the last permanent redirect: the URL we followed it from, and when
+    "ALTER TABLE sources ADD COLUMN moved_from TEXT",
+    "ALTER TABLE sources ADD COLUMN moved_at TEXT",
+    """
+    CREATE TABLE daemon_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        pid INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('starting', 'running', 'stopping', 'stopped')),
+        started_at TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL,
+        config_path TEXT,
+        summary TEXT,
+        inflight TEXT NOT NULL DEFAULT '[]',
+        network TEXT NOT NULL DEFAULT 'up'
+    )
+    """,
+    "CREATE INDEX idx_sources_next_check ON sources (next_check_at)",
+]
+
+
+@migrations(name="0004_scheduling")
+def _scheduling(db: Database) -> None:
+    for statement in _SCHEDULING:
+        db.execute(statement)
+
+
 def migrate(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied."""
     pending = [m.name for m in migrations.pending(db)]

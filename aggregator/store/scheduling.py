@@ -1,0 +1,216 @@
+"""Scheduling state in the database: next checks, gone and moved sources, the daemon's pulse.
+
+Writers take the ``Store`` (they run on its thread); ``status_report`` and
+``summary_line`` only read, so the CLI can call them on a read-only
+connection while the daemon runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from aggregator.store import Store
+from aggregator.timeutil import from_db, now_db, to_db, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """What the scheduler needs to know of a source between polls."""
+
+    source_id: int
+    name: str
+    url: str
+    config_url: str
+    next_check_at: datetime | None
+    last_fetch_at: datetime | None
+    interval_now: float | None
+    failures: int
+    gone: bool
+    host: str = ""
+
+
+def source_states(store: Store) -> dict[str, SourceState]:
+    """The scheduling state of every active source, by name."""
+    rows = store.db.execute(
+        "SELECT id, name, url, config_url, next_check_at, last_fetch_at, interval_now_seconds,"
+        " consecutive_failures, gone_at IS NOT NULL AND gone_url = url FROM sources"
+        " WHERE active = 1"
+    ).fetchall()
+    return {row[1]: _state(row) for row in rows}
+
+
+def source_state(store: Store, source_id: int) -> SourceState:
+    """The scheduling state of one source."""
+    row = store.db.execute(
+        "SELECT id, name, url, config_url, next_check_at, last_fetch_at, interval_now_seconds,"
+        " consecutive_failures, gone_at IS NOT NULL AND gone_url = url FROM sources WHERE id = ?",
+        [source_id],
+    ).fetchone()
+    return _state(row)
+
+
+def _state(row: tuple[Any, ...]) -> SourceState:
+    return SourceState(
+        source_id=row[0],
+        name=row[1],
+        url=row[2],
+        config_url=row[3],
+        next_check_at=from_db(row[4]) if row[4] else None,
+        last_fetch_at=from_db(row[5]) if row[5] else None,
+        interval_now=row[6],
+        failures=row[7],
+        gone=bool(row[8]),
+    )
+
+
+def save_schedule(
+    store: Store, source_id: int, next_check_at: datetime, interval: float, reason: str
+) -> None:
+    """Remember when to check the source next, at what interval, and why."""
+    store.db.execute(
+        "UPDATE sources SET next_check_at = ?, interval_now_seconds = ?, schedule_reason = ?"
+        " WHERE id = ?",
+        [to_db(next_check_at), interval, reason, source_id],
+    )
+
+
+def save_schedules(store: Store, plans: list[tuple[int, datetime, float, str]]) -> None:
+    """``save_schedule`` for many sources in one transaction."""
+    with store.db.atomic():
+        for source_id, at, interval, reason in plans:
+            save_schedule(store, source_id, at, interval, reason)
+
+
+def reset_schedules(store: Store, source_ids: list[int]) -> None:
+    """Forget the planned check and adaptive interval (their config changed)."""
+    with store.db.atomic():
+        for source_id in source_ids:
+            store.db.execute(
+                "UPDATE sources SET next_check_at = NULL, interval_now_seconds = NULL WHERE id = ?",
+                [source_id],
+            )
+
+
+def note_moved(store: Store, source_id: int, old_url: str) -> None:
+    """Record that a permanent redirect moved the source away from ``old_url``."""
+    store.db.execute(
+        "UPDATE sources SET moved_from = ?, moved_at = ? WHERE id = ?",
+        [old_url, now_db(), source_id],
+    )
+
+
+def mark_gone(store: Store, source_id: int, error: str | None) -> None:
+    """Stop polling a source that answered 410 and raise ``source.failing`` right away.
+
+    The store raises ``source.failing`` itself when the failure count reaches
+    its threshold; this one does not raise it twice.
+    """
+    now = now_db()
+    before = store.source(source_id)
+    with store.db.atomic():
+        store.db.execute(
+            "UPDATE sources SET gone_at = ?, gone_url = url, next_check_at = NULL,"
+            " schedule_reason = 'gone (HTTP 410): polling stopped' WHERE id = ?",
+            [now, source_id],
+        )
+        if before["consecutive_failures"] != store.failing_after:
+            store._source_event(
+                "source.failing", before, before["consecutive_failures"], error, now
+            )
+
+
+def write_daemon_state(
+    store: Store,
+    state: str,
+    *,
+    started_at: str,
+    config_path: str,
+    summary: str,
+    inflight: list[str],
+    network: str,
+) -> None:
+    """Upsert the single ``daemon_state`` row (the daemon's heartbeat)."""
+    store.db.execute(
+        "INSERT INTO daemon_state (id, pid, state, started_at, heartbeat_at, config_path,"
+        " summary, inflight, network) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, state = excluded.state,"
+        " started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at,"
+        " config_path = excluded.config_path, summary = excluded.summary,"
+        " inflight = excluded.inflight, network = excluded.network",
+        [
+            os.getpid(), state, started_at, now_db(), config_path, summary,
+            json.dumps(sorted(inflight)), network,
+        ],
+    )  # fmt: skip
+
+
+# -- reads (any connection, read-only is enough) -----------------------------
+
+
+def summary_line(db: Database) -> str:
+    """``"312 sources, 4 failing, 1 gone, last change 2 min ago"``."""
+    total, failing, gone, last = db.execute(
+        "SELECT count(*), coalesce(sum(consecutive_failures > 0 AND gone_at IS NULL), 0),"
+        " coalesce(sum(gone_at IS NOT NULL AND gone_url = url), 0), max(last_change_at)"
+        " FROM sources WHERE active = 1"
+    ).fetchone()
+    parts = [f"{total} sources", f"{failing} failing"]
+    if gone:
+        parts.append(f"{gone} gone")
+    parts.append(f"last change {ago_text(last)}" if last else "no change yet")
+    return ", ".join(parts)
+
+
+def ago_text(moment: str, now: datetime | None = None) -> str:
+    """``"2 min ago"`` for a database timestamp."""
+    seconds = max(0, int(((now or utcnow()) - from_db(moment)).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} d ago"
+
+
+def status_report(db: Database) -> dict[str, Any]:
+    """The daemon row (or ``None``) and every active source's scheduling state."""
+    tables = set(db.table_names())
+    daemon = None
+    if "daemon_state" in tables:
+        row = db.execute("SELECT * FROM daemon_state WHERE id = 1").fetchone()
+        if row is not None:
+            cols = [c.name for c in db["daemon_state"].columns]
+            daemon = dict(zip(cols, row, strict=True))
+            daemon["inflight"] = json.loads(daemon["inflight"])
+    sources = [
+        dict(zip(_STATUS_COLUMNS, row, strict=True))
+        for row in db.execute(
+            f"SELECT {', '.join(_STATUS_COLUMNS)} FROM sources WHERE active = 1"
+            " ORDER BY gone_at IS NULL, consecutive_failures DESC, next_check_at, name"
+        ).fetchall()
+    ]
+    return {"daemon": daemon, "summary": summary_line(db), "sources": sources}
+
+
+_STATUS_COLUMNS = (
+    "name",
+    "url",
+    "next_check_at",
+    "interval_now_seconds",
+    "schedule_reason",
+    "consecutive_failures",
+    "last_error",
+    "last_success_at",
+    "last_change_at",
+    "gone_at",
+    "gone_url",
+    "moved_from",
+    "moved_at",
+)
