@@ -34,6 +34,7 @@ from aggregator import config as config_mod
 from aggregator import schedule_policy as policy
 from aggregator import sdnotify
 from aggregator.config import Config, SourceConfig
+from aggregator.digest.schedule import DigestJob, build_digest_jobs
 from aggregator.errors import ConfigError
 from aggregator.fetch import Fetcher
 from aggregator.pipeline import Pipeline, PollResult
@@ -95,6 +96,7 @@ class Daemon:
                 await self.pipeline.sync()
                 self._install_signals()
                 await self.schedule_sources()
+                self.schedule_digests()
                 self.scheduler.start()
                 summary = await self._heartbeat("running")
                 sdnotify.notify("READY=1", f"STATUS={summary}")
@@ -227,6 +229,21 @@ class Daemon:
         )
         log.debug("schedule.next", source=state.name, delay=round(delay, 1), reason=reason)
 
+    def schedule_digests(self) -> None:
+        """One cron job per ``[[digests]]`` entry; each enqueues its digest in the outbox."""
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("digest:"):
+                job.remove()
+        for digest in build_digest_jobs(self.config):
+            self.scheduler.add_job(
+                self._send_digest, digest.trigger, args=[digest], id=digest.id, name=digest.id
+            )
+
+    async def _send_digest(self, digest: DigestJob) -> None:
+        assert self.store is not None
+        event_id = await self.store.call(digest.run, self.store.store)
+        log.info("digest.enqueued" if event_id else "digest.empty", digest=digest.config.name)
+
     # -- reload ----------------------------------------------------------------
 
     async def reload(self) -> None:
@@ -254,6 +271,7 @@ class Daemon:
             self._unplan(name)
         await self.store_reset(changed)
         await self.schedule_sources(added | changed)
+        self.schedule_digests()
         log.info(
             "config.reloaded",
             added=sorted(added),
