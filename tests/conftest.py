@@ -107,3 +107,18 @@ class Harness:
 @pytest.fixture(name="harness")
 def _harness(tmp_path: Path, server: TestServer) -> Harness:
     return Harness(tmp_path, server)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--runslow`` runs the longer variants marked ``slow``."""
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``slow`` tests, with the reason shown, unless ``--runslow`` is given."""
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow variant: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
