@@ -23,6 +23,7 @@ from sqlite_utils import Database
 from aggregator.errors import StoreError
 from aggregator.events import change_event, source_event
 from aggregator.models import Change, Known, Parsed, Snapshot
+from aggregator.store.retention import prune_fetches
 from aggregator.store.schema import migrate
 from aggregator.timeutil import now_db
 
@@ -155,6 +156,10 @@ class Store:
         return {row[1]: _known(row) for row in rows}
 
     # -- writes ------------------------------------------------------------
+
+    def prune_fetches(self, keep_seconds: float) -> int:
+        """Delete ``fetches`` rows older than ``keep_seconds`` that nothing references."""
+        return prune_fetches(self.db, keep_seconds)
 
     def record_fetch(self, source_id: int, fetch: FetchRecord) -> int:
         """Log a fetch that produced no parse (304, same body, or an error)."""
