@@ -188,8 +188,12 @@ def table(rows: list[dict[str, Any]], feeds: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmark aggregator poll.")
     parser.add_argument("--feeds", type=int, default=1000)
-    parser.add_argument("--concurrency", default="4", help="[fetch] concurrency values, e.g. 1,4,16")
-    parser.add_argument("--reference-async", default="1,10", help="in-flight values for the async reference")
+    parser.add_argument(
+        "--concurrency", default="4", help="[fetch] concurrency values, e.g. 1,4,16"
+    )
+    parser.add_argument(
+        "--reference-async", default="1,10", help="in-flight values for the async reference"
+    )
     parser.add_argument("--child-poll", help=argparse.SUPPRESS)
     parser.add_argument("--child-reference", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()

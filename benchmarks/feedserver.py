@@ -60,7 +60,7 @@ class Feed:
 
     def body(self) -> bytes:
         items = "".join(
-            f"<item><guid isPermaLink=\"false\">f{self.index}-{it['id']}</guid>"
+            f'<item><guid isPermaLink="false">f{self.index}-{it["id"]}</guid>'
             f"<title>{it['title']}</title><link>http://example.test/{self.index}/{it['id']}</link>"
             f"<pubDate>{formatdate(1_600_000_000 + int(it['id']) * 60, usegmt=True)}</pubDate>"  # type: ignore[call-overload]
             f"<description>&lt;p&gt;{paragraph(int(it['id']) * 7 + int(it['edit']))}"  # type: ignore[call-overload]

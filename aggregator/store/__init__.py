@@ -142,7 +142,11 @@ class Store:
 
     def source(self, source_id: int) -> dict[str, Any]:
         """The ``sources`` row of ``source_id``."""
-        return dict(self.db["sources"].get(source_id))  # type: ignore[union-attr]
+        cur = self.db.execute("SELECT * FROM sources WHERE id = ?", [source_id])
+        row = cur.fetchone()
+        if row is None:
+            raise StoreError(f"no source with id {source_id}")
+        return dict(zip([c[0] for c in cur.description], row, strict=True))
 
     def known(self, source_id: int) -> dict[str, Known]:
         """What is stored for each entry of the source, keyed by entry key."""
