@@ -168,8 +168,9 @@ def run_aggregator(base: str, feeds: int, concurrency: int, tmp: Path) -> list[d
             expected = {k: record[k] for k in ("new", "changed", "removed") if record[k]}
         result = spawn("--child-poll", str(config))
         ok = result["counts"] == expected and not result["outcomes"].get("error")
-        rows.append({"pass": f"aggregator c={concurrency}: {label}", **result,
-                     "db_mb": db_mb(db), "check": "ok" if ok else f"MISMATCH want {expected}"})  # fmt: skip
+        check = "ok" if ok else f"MISMATCH want {expected}"
+        name = f"aggregator c={concurrency}: {label}"
+        rows.append({"pass": name, **result, "db_mb": db_mb(db), "check": check})
     return rows
 
 
@@ -204,10 +205,10 @@ def main() -> None:
         base, feeds, mode = args.child_reference
         print(json.dumps(child_reference(base, int(feeds), mode)))
         return
+    feedserver = str(Path(__file__).with_name("feedserver.py"))
     server = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("feedserver.py")), "--feeds", str(args.feeds)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [sys.executable, feedserver, "--feeds", str(args.feeds)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert server.stdout is not None
         base = f"http://127.0.0.1:{server.stdout.readline().strip()}"

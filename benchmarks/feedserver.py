@@ -12,7 +12,8 @@ one item is added (new), one retitled and one edited (changed), and one from
 the middle dropped while older items stay listed (removed).
 
 With conditional GET on, each feed has an ETag and Last-Modified that change
-only when the feed does, and ``If-None-Match`` is answered 304. ``GET /_conditional/off`` (``/on``) turns
+only when the feed does, and ``If-None-Match`` is answered 304.
+``GET /_conditional/off`` (``/on``) turns
 validators off (on) while running.
 """
 
@@ -25,9 +26,9 @@ import random
 from email.utils import formatdate
 
 WORDS = (
-    "minister talks ceasefire corridor city aid port officials said on thursday that the"
-    " meeting would continue after negotiators failed to agree on a timetable for"
-).split()
+    "minister talks ceasefire corridor city aid port officials said on thursday that the meeting"
+    " would continue after negotiators failed to agree on a timetable for"
+).split(" ")
 
 
 def paragraph(seed: int, words: int = 160) -> str:
