@@ -26,9 +26,32 @@ import random
 from email.utils import formatdate
 
 WORDS = (
-    "minister talks ceasefire corridor city aid port officials said on thursday that the meeting"
-    " would continue after negotiators failed to agree on a timetable for"
-).split(" ")
+    "minister",
+    "talks",
+    "ceasefire",
+    "corridor",
+    "city",
+    "aid",
+    "port",
+    "officials",
+    "said",
+    "on",
+    "thursday",
+    "that",
+    "the",
+    "meeting",
+    "would",
+    "continue",
+    "after",
+    "negotiators",
+    "failed",
+    "to",
+    "agree",
+    "on",
+    "a",
+    "timetable",
+    "for",
+)
 
 
 def paragraph(seed: int, words: int = 160) -> str:
