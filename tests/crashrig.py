@@ -43,7 +43,7 @@ def feed_body(feed: int, epoch: int) -> str:
     """The RSS document of ``feed`` at ``epoch``, newest item first."""
     count = min(ITEMS, 2 + epoch // 3)
     items = "".join(
-        f"<item><guid isPermaLink=\"false\">f{feed}-{j}</guid>"
+        f'<item><guid isPermaLink="false">f{feed}-{j}</guid>'
         f"<title>{escape(f'feed {feed} item {j} rev {revision(j, epoch)}')}</title>"
         f"<description>body {revision(j, epoch)}</description>"
         f"<pubDate>Thu, 10 Mar 2022 {j:02d}:00:00 GMT</pubDate></item>"

@@ -14,7 +14,7 @@ from tests import crashrig
 
 
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    """After 5 SIGKILLs every produced state is stored exactly once with one outbox row per change."""
+    """After 5 SIGKILLs each produced state is stored exactly once, one outbox row per change."""
     report = crashrig.run(tmp_path, kills=5)
     assert report["entries"] == crashrig.FEEDS * crashrig.ITEMS
     assert report["versions"] > report["entries"]  # edits happened while killing
