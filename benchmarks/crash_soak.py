@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests import crashrig  # noqa: E402
+from tests import crashrig
 
 
 def main() -> None:
