@@ -220,7 +220,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for concurrency in (int(c) for c in args.concurrency.split(",")):
                 rows += run_aggregator(base, args.feeds, concurrency, Path(tmp))
-                print(table(rows, args.feeds).splitlines()[-1], file=sys.stderr, flush=True)
+                print(f"done: concurrency {concurrency}", file=sys.stderr, flush=True)
     finally:
         server.terminate()
         server.wait(10)
