@@ -11,7 +11,6 @@ a correct result, and never with an entry marked removed.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from aggregator.parse import PARSERS
 from aggregator.pipeline import PollResult
 from aggregator.sanitize import clean_html, safe_link
 from tests import hostile_server as hs
-from tests.conftest import write_config
+from tests.conftest import query_rows, write_config
 
 LIMITS = """
 [fetch]
@@ -91,12 +90,7 @@ class Rig:
         return {r.source: r for r in asyncio.run(poll_once(self.config()))}
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        conn = sqlite3.connect(self.db)
-        conn.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in conn.execute(sql, params)]
-        finally:
-            conn.close()
+        return query_rows(self.db, sql, params)
 
     def victim_row(self) -> dict[str, Any]:
         return self.rows("SELECT * FROM sources WHERE name = 'victim'")[0]
