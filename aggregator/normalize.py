@@ -27,14 +27,19 @@ TRACKING_PARAMS = frozenset(
 )  # fmt: skip
 TRACKING_PREFIXES = ("utm_", "pk_", "hsa_", "__twitter", "oly_")
 
+# Every pattern is linear in the input: a tag match stops at the next "<", and
+# comments and script-like elements are removed by ``_cut_spans`` (str.find),
+# because lazy ".*?" patterns are quadratic on hostile input such as a
+# megabyte of unclosed "<!--" or "<script" (seen as a field of a feed).
 _BLOCK = re.compile(
     r"<\s*/?\s*(?:p|div|br|li|ul|ol|h[1-6]|blockquote|tr|table|section|article|header"
-    r"|footer|figure|figcaption|pre|hr|dd|dt|aside)\b[^>]*>",
+    r"|footer|figure|figcaption|pre|hr|dd|dt|aside)\b[^<>]*>",
     re.IGNORECASE,
 )
-_DROP = re.compile(r"<(script|style|template|noscript)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
-_TAG = re.compile(r"<[^>]*>")
+_DROPPED = ("script", "style", "template", "noscript")
+_DROP_OPEN = re.compile(rf"<({'|'.join(_DROPPED)})\b", re.IGNORECASE)
+_DROP_CLOSE = {name: re.compile(rf"</{name}\b[^<>]*>", re.IGNORECASE) for name in _DROPPED}
+_TAG = re.compile(r"<[^<>]*>")
 _SPACES = re.compile(r"[^\S\n]+")
 _BLANKS = re.compile(r"\n\s*\n+")
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
@@ -97,13 +102,38 @@ def html_to_text(markup: str) -> str:
     and paragraphs separated by a blank line.
     """
     if "<" in markup:
-        markup = _COMMENT.sub("", markup)
-        markup = _DROP.sub("", markup)
+        markup = _cut_comments(markup)
+        markup = _cut_dropped(markup)
         markup = _BLOCK.sub("\n\n", markup)
         markup = _TAG.sub("", markup)
     if "&" in markup:
         markup = html.unescape(markup)
     return clean_text(markup)
+
+
+def _cut_comments(markup: str) -> str:
+    """Remove ``<!-- ... -->``; an unclosed comment runs to the end (as in browsers)."""
+    out, pos = [], 0
+    while (start := markup.find("<!--", pos)) != -1:
+        out.append(markup[pos:start])
+        end = markup.find("-->", start + 4)
+        pos = len(markup) if end == -1 else end + 3
+    out.append(markup[pos:])
+    return "".join(out)
+
+
+def _cut_dropped(markup: str) -> str:
+    """Remove script/style/template/noscript elements; an unclosed one runs to the end."""
+    out, pos = [], 0
+    while match := _DROP_OPEN.search(markup, pos):
+        out.append(markup[pos : match.start()])
+        close = _DROP_CLOSE[match.group(1).lower()].search(markup, match.end())
+        if close is None:
+            pos = len(markup)
+            break
+        pos = close.end()
+    out.append(markup[pos:])
+    return "".join(out)
 
 
 def clean_text(text: str) -> str:

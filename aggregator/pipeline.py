@@ -27,6 +27,7 @@ from aggregator.follow import companion_specs, follow_articles, follows
 from aggregator.models import TRACKED_FIELDS, Item, Parsed
 from aggregator.normalize import snapshot
 from aggregator.parse import get_parser, validate_options, volatile_patterns
+from aggregator.parse.feed import ENTRY_CAP
 from aggregator.store import FetchRecord, SourceSpec, Store
 from aggregator.store.thread import StoreThread
 from aggregator.timeutil import now_db, utcnow
@@ -139,6 +140,7 @@ class Pipeline:
     ) -> PollResult:
         """Parse, detect and store; runs on the store's thread."""
         store: Store = self.store.store
+        cap = ENTRY_CAP.set(self.config.limits.max_entries)
         try:
             parsed = get_parser(source.kind).parse(
                 response.body,
@@ -151,6 +153,8 @@ class Pipeline:
             store.record_fetch(source_id, record)
             result.outcome, result.error = "error", str(exc)
             return result
+        finally:
+            ENTRY_CAP.reset(cap)
         parsed = apply_limits(parsed, self.config.limits)
         for warning in parsed.warnings:
             log.warning("parse.warning", warning=warning)

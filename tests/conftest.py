@@ -64,6 +64,16 @@ def write_config(path: Path, sources: list[dict[str, Any]], *, db: Path, extra: 
     return path
 
 
+def query_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Rows of ``sql`` on the database file ``db``, as dicts."""
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
 class Harness:
     """A config plus database in a temp dir, polled against the test server."""
 
@@ -86,12 +96,7 @@ class Harness:
         return asyncio.run(poll_once(self.config(), names))
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        conn = sqlite3.connect(self.db_path)
-        conn.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in conn.execute(sql, params)]
-        finally:
-            conn.close()
+        return query_rows(self.db_path, sql, params)
 
     def changes(self) -> list[tuple[str, str, str]]:
         """(kind, entry key, fields JSON) of every change, in order."""
@@ -107,3 +112,18 @@ class Harness:
 @pytest.fixture(name="harness")
 def _harness(tmp_path: Path, server: TestServer) -> Harness:
     return Harness(tmp_path, server)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--runslow`` runs the longer variants marked ``slow``."""
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``slow`` tests, with the reason shown, unless ``--runslow`` is given."""
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow variant: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

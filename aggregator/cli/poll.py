@@ -43,7 +43,9 @@ async def poll_once(config: Config, names: tuple[str, ...] = ()) -> list[PollRes
         async with Fetcher(config.fetch) as fetcher:
             pipeline = Pipeline(config, store, fetcher)
             await pipeline.sync()
-            return await pipeline.poll_all(chosen)
+            results = await pipeline.poll_all(chosen)
+        await store.call(store.store.prune_fetches, config.storage.keep_fetches)
+        return results
     finally:
         store.close()
 

@@ -169,7 +169,9 @@ class Fetcher:
         status = response.status_code
         if not (200 <= status < 300 or status == 304):
             raise status_error(response)
-        body = b"" if status == 304 else await self._read(response)
+        body = await self._read(response)  # read even a 304's empty body: keeps the connection
+        if status == 304:
+            body = b""
         return Response(
             url=url,
             final_url=final,

@@ -8,7 +8,9 @@ store what the publisher sent and sanitise once, where HTML is rendered
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import feedparser
@@ -24,6 +26,14 @@ _HARMLESS_BOZO = (
     feedparser.CharacterEncodingOverride,
     feedparser.NonXMLContentType,
 )
+
+
+#: The most entries read from one document (``[limits] max_entries``), set by the
+#: pipeline. Entries past it are cut from the bytes *before* parsing, so a
+#: 200,000-item document costs what ``max_entries`` items cost.
+ENTRY_CAP: ContextVar[int | None] = ContextVar("entry_cap", default=None)
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # NUL and friends: never text
+_ENTRY_START = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:item|entry)[\s/>]")
 
 
 class FeedOptions(BaseModel):
@@ -64,6 +74,7 @@ def parse_xml_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> Pars
         raise ParseError("empty response body: expected a feed")
     hdrs = {k.lower(): v for k, v in headers.items()}
     hdrs["content-location"] = url
+    body, cut_warning = cut_entries(body, ENTRY_CAP.get())
     data = feedparser.parse(
         body, response_headers=hdrs, sanitize_html=False, resolve_relative_uris=False
     )
@@ -71,8 +82,13 @@ def parse_xml_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> Pars
         raise ParseError(_not_a_feed(body, hdrs, data))
     complete = not (data.get("bozo") and not isinstance(data.get("bozo_exception"), _HARMLESS_BOZO))
     warnings = [] if complete else [f"feed is malformed: {data.get('bozo_exception')}"]
+    if cut_warning:
+        complete = False
+        warnings = [cut_warning]
     entries = data.entries
-    keys = unique_keys(item_key(e.get("id"), e.get("link"), e.get("title")) for e in entries)
+    keys = unique_keys(
+        item_key(_str(e.get("id")), _str(e.get("link")), _str(e.get("title"))) for e in entries
+    )
     items = [_item(key, entry) for key, entry in zip(keys, entries, strict=True)]
     return Parsed(
         items=items,
@@ -83,15 +99,29 @@ def parse_xml_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> Pars
     )
 
 
+def cut_entries(body: bytes, cap: int | None) -> tuple[bytes, str | None]:
+    """Cut ``body`` before its ``cap + 1``-th ``<item>``/``<entry>`` start tag.
+
+    Returns:
+        The (possibly shortened) body and a warning when it was cut.
+    """
+    if cap is None:
+        return body, None
+    for count, match in enumerate(_ENTRY_START.finditer(body)):
+        if count == cap:
+            return body[: match.start()], f"more than {cap} entries: read the first {cap}"
+    return body, None
+
+
 def _item(key: str, entry: Any) -> Item:
     # dict.get: feedparser's own get() maps missing keys to others, with a warning
-    content = "\n".join(str(c.get("value", "")) for c in entry.get("content", []) or [])
+    content = "\n".join(_str(c.get("value", "")) for c in entry.get("content", []) or [])
     return Item(
         key=key,
-        title=str(entry.get("title", "")),
-        link=str(entry.get("link", "")),
-        author=str(entry.get("author", "")),
-        summary=str(entry.get("summary", "")),
+        title=_str(entry.get("title", "")),
+        link=_str(entry.get("link", "")),
+        author=_str(entry.get("author", "")),
+        summary=_str(entry.get("summary", "")),
         content=content,
         published=struct_to_db(dict.get(entry, "published_parsed")),
         updated=struct_to_db(dict.get(entry, "updated_parsed")),
@@ -155,4 +185,5 @@ def _json_item(key: str, raw: dict[str, Any]) -> Item:
 
 
 def _str(value: Any) -> str:
-    return "" if value is None else str(value)
+    """``value`` as text without control characters (NUL would cut strings in C tools)."""
+    return "" if value is None else _CONTROL.sub("", str(value))

@@ -23,6 +23,7 @@ from sqlite_utils import Database
 from aggregator.errors import StoreError
 from aggregator.events import change_event, source_event
 from aggregator.models import Change, Known, Parsed, Snapshot
+from aggregator.store.retention import prune_fetches
 from aggregator.store.schema import migrate
 from aggregator.timeutil import now_db
 
@@ -141,7 +142,11 @@ class Store:
 
     def source(self, source_id: int) -> dict[str, Any]:
         """The ``sources`` row of ``source_id``."""
-        return dict(self.db["sources"].get(source_id))  # type: ignore[union-attr]
+        cur = self.db.execute("SELECT * FROM sources WHERE id = ?", [source_id])
+        row = cur.fetchone()
+        if row is None:
+            raise StoreError(f"no source with id {source_id}")
+        return dict(zip([c[0] for c in cur.description], row, strict=True))
 
     def known(self, source_id: int) -> dict[str, Known]:
         """What is stored for each entry of the source, keyed by entry key."""
@@ -155,6 +160,10 @@ class Store:
         return {row[1]: _known(row) for row in rows}
 
     # -- writes ------------------------------------------------------------
+
+    def prune_fetches(self, keep_seconds: float) -> int:
+        """Delete ``fetches`` rows older than ``keep_seconds`` that nothing references."""
+        return prune_fetches(self.db, keep_seconds)
 
     def record_fetch(self, source_id: int, fetch: FetchRecord) -> int:
         """Log a fetch that produced no parse (304, same body, or an error)."""
