@@ -12,7 +12,7 @@ import click
 from aggregator import config as config_mod
 from aggregator import log
 from aggregator.config import Config
-from aggregator.errors import AggregatorError
+from aggregator.errors import AggregatorError, ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,3 +74,26 @@ def handles_errors(fn: F) -> F:
             fail(str(exc))
 
     return wrapper  # type: ignore[return-value]
+
+
+def reader_options(fn: F) -> F:
+    """``--db`` and ``--config``: which database to read."""
+    fn = click.option("--db", "database", metavar="PATH", help="SQLite database to read.")(fn)
+    return click.option(
+        "--config", "-c", "config_path", metavar="FILE", help="Config file naming the database."
+    )(fn)
+
+
+def database_path(config_path: str | None, database: str | None) -> str:
+    """``--db``, else the found config's database, else the default database."""
+    if database:
+        return database
+    try:
+        found = config_mod.find_config(config_path)
+    except ConfigError:
+        return config_mod.default_database()
+    try:
+        return config_mod.load(found).storage.database
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+        raise  # unreachable: fail() exits

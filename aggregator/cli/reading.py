@@ -17,37 +17,16 @@ from typing import Any, TypeVar
 
 import click
 
-from aggregator import config as config_mod
-from aggregator.cli.common import handles_errors
+from aggregator.cli.common import database_path, handles_errors, reader_options
 from aggregator.diff import render_ansi, render_markers, word_diff
 from aggregator.digest import FORMATS, build_digest, render
 from aggregator.digest.model import group_stories
 from aggregator.digest.text import render_story
-from aggregator.errors import ConfigError
 from aggregator.models import TRACKED_FIELDS
 from aggregator.store.queries import Reader, VersionRow
 from aggregator.timeutil import ago, iso_to_db, now_db, parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def reader_options(fn: F) -> F:
-    """``--db`` and ``--config``: which database to read."""
-    fn = click.option("--db", "database", metavar="PATH", help="SQLite database to read.")(fn)
-    return click.option(
-        "--config", "-c", "config_path", metavar="FILE", help="Config file naming the database."
-    )(fn)
-
-
-def database_path(config_path: str | None, database: str | None) -> str:
-    """``--db``, else the found config's database, else the default database."""
-    if database:
-        return database
-    try:
-        found = config_mod.find_config(config_path)
-    except ConfigError:
-        return config_mod.default_database()
-    return config_mod.load(found).storage.database
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from aggregator.cli.common import config_options, fail, handles_errors, load_config
+from aggregator.cli.common import database_path, fail, handles_errors, reader_options
 from aggregator.scheduler import HEARTBEAT
 from aggregator.store import open_database
 from aggregator.store.scheduling import ago_text, status_report
@@ -16,19 +16,16 @@ from aggregator.timeutil import from_db, utcnow
 
 
 @click.command("status")
-@config_options
+@reader_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @handles_errors
-def status_command(
-    config_path: str | None, database: str | None, log_level: str, as_json: bool
-) -> None:
+def status_command(config_path: str | None, database: str | None, as_json: bool) -> None:
     """Show whether the daemon runs, what it polls now, and each source's schedule.
 
     Reads the database only (safe while the daemon runs): failing and gone
     sources first, then by next check.
     """
-    config = load_config(config_path, database, log_level)
-    path = Path(config.storage.database)
+    path = Path(database_path(config_path, database))
     if not path.exists():
         fail(f"no database at {path}: run `aggregator poll` or `aggregator run` first")
     db = open_database(path, readonly=True)
