@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -33,6 +34,12 @@ from aggregator.errors import ConfigError
 from aggregator.timeutil import parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+_QUIET = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
+
+EVENT_KINDS = (
+    "new", "changed", "removed", "restored", "source.failing", "source.recovered", "digest",
+)  # fmt: skip
 
 DEFAULT_USER_AGENT = (
     "aggregator/{version} (+https://github.com/aggregator-news/aggregator; news change tracker)"
@@ -126,6 +133,79 @@ class SourceConfig(BaseModel):
         return [re.compile(p) for p in self.ignore]
 
 
+class NotifyConfig(_Strict):
+    """``[notify]``: delivery of events to sinks."""
+
+    failing_after: int = Field(default=3, ge=1)
+    retry_base: Duration = 5.0
+    retry_max: Duration = 3600.0
+    check_every: Duration = 5.0
+    deliver_on_poll: bool = True
+
+
+class SinkConfig(BaseModel):
+    """One ``[[sinks]]`` table: filters here, kind-specific keys go to ``options``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str
+    name: str = ""
+    enabled: bool = True
+    sources: list[str] = Field(default_factory=list)
+    kinds: list[str] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list)
+    regex: str = ""
+    headline_only: bool = False
+    min_words: int = Field(default=0, ge=0)
+    quiet_hours: str = ""
+    timezone: str = "UTC"
+    batch: Duration | None = None
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, value: list[str]) -> list[str]:
+        for kind in value:
+            if kind not in EVENT_KINDS:
+                raise ValueError(f"unknown kind {kind!r} (known: {', '.join(EVENT_KINDS)})")
+        return value
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{value!r} is not a valid regex: {exc}") from None
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str) -> str:
+        if value and not _QUIET.match(value):
+            raise ValueError(f"use HH:MM-HH:MM, e.g. 22:00-07:00, got {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use e.g. UTC, Europe/Berlin)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _name(self) -> SinkConfig:
+        if not self.name:
+            object.__setattr__(self, "name", self.kind)
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The kind-specific keys, as written."""
+        return dict(self.model_extra or {})
+
+
 class Config(_Strict):
     """The whole configuration file."""
 
@@ -134,6 +214,8 @@ class Config(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     defaults: dict[str, Any] = Field(default_factory=dict)
     sources: list[SourceConfig] = Field(default_factory=list)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    sinks: list[SinkConfig] = Field(default_factory=list)
     path: str = ""  # where it was read from (set by load)
 
     def source(self, name: str) -> SourceConfig:
@@ -210,6 +292,7 @@ def parse(raw: dict[str, Any], where: str = "<config>") -> Config:
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where, raw)) from None
     _check_sources(config, where)
+    _check_sinks(config, where)
     return config
 
 
@@ -237,6 +320,24 @@ def _check_sources(config: Config, where: str) -> None:
             raise ConfigError(f"{label}.{exc}") from None
 
 
+def _check_sinks(config: Config, where: str) -> None:
+    from aggregator.notify import validate_options  # the registry lives with the sinks
+
+    seen: dict[str, int] = {}
+    for i, sink in enumerate(config.sinks):
+        label = f"{where}: sinks[{i}]"
+        if sink.name in seen:
+            raise ConfigError(
+                f"{label}.name: duplicate sink name {sink.name!r} (also sinks[{seen[sink.name]}])"
+                "; give each sink a unique name"
+            )
+        seen[sink.name] = i
+        try:
+            validate_options(sink.kind, sink.options)
+        except ConfigError as exc:
+            raise ConfigError(f"{label}.{exc} (sink {sink.name!r})") from None
+
+
 def _describe(exc: ValidationError, where: str, raw: dict[str, Any]) -> str:
     lines = []
     for error in exc.errors():
@@ -257,11 +358,11 @@ def _key_path(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
             path += f"[{part}]"
         else:
             path += f".{part}" if path else str(part)
-    if len(loc) >= 2 and loc[0] == "sources" and isinstance(loc[1], int):
+    if len(loc) >= 2 and loc[0] in ("sources", "sinks") and isinstance(loc[1], int):
         try:
-            name = raw["sources"][loc[1]].get("name")
+            name = raw[loc[0]][loc[1]].get("name")
         except (IndexError, AttributeError, KeyError):
             name = None
         if name:
-            path += f" (source {name!r})"
+            path += f" ({loc[0][:-1]} {name!r})"
     return path
