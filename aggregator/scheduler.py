@@ -23,6 +23,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from aggregator.config import Config, SourceConfig
 from aggregator.fetch import Fetcher
+from aggregator.notify.worker import DeliveryWorker
 from aggregator.pipeline import Pipeline
 from aggregator.store.thread import StoreThread
 from aggregator.timeutil import utcnow
@@ -44,10 +45,13 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.store: StoreThread | None = None
         self.pipeline: Pipeline | None = None
+        self.delivery: DeliveryWorker | None = None
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT (or ``stop()``), then shut down cleanly."""
-        self.store = StoreThread(self.config.storage.database)
+        self.store = StoreThread(
+            self.config.storage.database, failing_after=self.config.notify.failing_after
+        )
         try:
             async with Fetcher(self.config.fetch) as fetcher:
                 self.pipeline = Pipeline(self.config, self.store, fetcher)
@@ -55,6 +59,7 @@ class Daemon:
                 self._install_signals()
                 self.schedule_sources()
                 self.scheduler.start()
+                self.delivery = DeliveryWorker(self.config, self.store).start(self.stopping)
                 log.info("daemon.started", sources=len(self.scheduler.get_jobs()))
                 await self.stopping.wait()
                 await self._drain()
@@ -119,3 +124,5 @@ class Daemon:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         self.scheduler.shutdown(wait=False)
+        if self.delivery is not None:
+            await self.delivery.stop(self.shutdown_grace)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from aggregator import __version__
-from aggregator.cli import poll
+from aggregator.cli import outbox, poll
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +18,6 @@ def main() -> None:
     """
 
 
-for module in (poll,):
+for module in (poll, outbox):
     for command in module.COMMANDS:
         main.add_command(command)
