@@ -10,7 +10,7 @@ import click
 from aggregator.cli.common import config_options, handles_errors, load_config
 from aggregator.config import Config
 from aggregator.fetch import Fetcher
-from aggregator.notify.worker import deliver_pending
+from aggregator.notify.worker import delivering_after
 from aggregator.pipeline import Pipeline, PollResult
 from aggregator.scheduler import Daemon
 from aggregator.store.thread import StoreThread
@@ -41,12 +41,10 @@ async def poll_once(config: Config, names: tuple[str, ...] = ()) -> list[PollRes
     chosen = [s for s in config.sources if (s.name in names if names else s.enabled)]
     store = StoreThread(config.storage.database, failing_after=config.notify.failing_after)
     try:
-        async with Fetcher(config.fetch) as fetcher:
+        async with delivering_after(config, store), Fetcher(config.fetch) as fetcher:
             pipeline = Pipeline(config, store, fetcher)
             await pipeline.sync()
-            results = await pipeline.poll_all(chosen)
-        await deliver_pending(config, store)
-        return results
+            return await pipeline.poll_all(chosen)
     finally:
         store.close()
 

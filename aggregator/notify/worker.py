@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -105,8 +107,9 @@ class DeliveryWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait)
 
-    def start(self, stop: asyncio.Event) -> DeliveryWorker:
-        """Run ``run(stop)`` as a background task (the daemon's way); returns self."""
+    async def start(self, stop: asyncio.Event) -> DeliveryWorker:
+        """Register the sinks, then run ``run(stop)`` as a background task; returns self."""
+        await self.sync()
         self._task = asyncio.create_task(self.run(stop), name="delivery")
         return self
 
@@ -178,17 +181,16 @@ class DeliveryWorker:
             outcome, error = "retry", f"{type(exc).__name__}: {exc}"
             retry_at = self._retry_at(delivery.attempts + 1, None)
         duration = int((time.monotonic() - started) * 1000)
-        await self.store.call(
+        record = functools.partial(
             self.store.store.record_attempt,
-            delivery.id,
-            outcome,
             code=code,
             error=error,
             duration_ms=duration,
             retry_at=retry_at,
         )
+        await self.store.call(record, delivery.id, outcome)
         report = log.info if outcome == "delivered" else log.warning
-        report("delivery." + outcome, event=event["id"], error=error, retry_at=retry_at)
+        report("delivery." + outcome, event_id=event["id"], error=error, retry_at=retry_at)
         return outcome
 
     def _retry_at(self, attempts: int, retry_after: float | None) -> str:
@@ -196,12 +198,21 @@ class DeliveryWorker:
         return to_db(utcnow() + timedelta(seconds=wait))
 
 
-async def deliver_pending(config: Config, store: StoreThread) -> Counter[str]:
-    """One delivery pass for ``aggregator poll`` (nothing to do without sinks)."""
-    if not config.sinks or not config.notify.deliver_on_poll:
-        return Counter()
+@contextlib.asynccontextmanager
+async def delivering_after(config: Config, store: StoreThread) -> AsyncIterator[None]:
+    """Around one ``aggregator poll`` pass: register sinks first, deliver after.
+
+    Registering first means a sink configured before the pass receives the
+    events that pass creates. Nothing is delivered if the pass raised.
+    """
+    if not config.sinks:
+        yield
+        return
     worker = DeliveryWorker(config, store)
     try:
-        return await worker.run_once()
+        await worker.sync()
+        yield
+        if config.notify.deliver_on_poll:
+            await worker.run_once()
     finally:
         await worker.aclose()
