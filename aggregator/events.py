@@ -52,6 +52,7 @@ def change_event(
         "edit": change.edit,
         "diff": text_diff(before, after, change.fields),
         "words_changed": words_changed(before, after, change.fields),
+        "excerpt": excerpt(after),
         "version": {"before": versions[0], "after": versions[1]},
         "detected_at": detected_at,
     }
@@ -63,6 +64,12 @@ def text_diff(before: dict[str, str], after: dict[str, str], fields: tuple[str, 
         if name in fields:
             return short_diff(before.get(name, ""), after.get(name, ""))
     return ""
+
+
+def excerpt(texts: dict[str, str], limit: int = 300) -> str:
+    """The start of the entry's text (content, else summary), cut at ``limit`` characters."""
+    text = texts.get("content") or texts.get("summary") or ""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def words_changed(before: dict[str, str], after: dict[str, str], fields: tuple[str, ...]) -> int:

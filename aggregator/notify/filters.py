@@ -1,7 +1,8 @@
 """Per-sink filters: which events a sink gets, and when (quiet hours, batching).
 
-Content filters (``keywords``, ``regex``, ``headline_only``, ``min_words``)
-look at change events only; ``source.*`` and ``digest`` events pass them.
+Content filters (``keywords`` and ``regex`` search the titles before and
+after, the diff and the excerpt; ``headline_only``; ``min_words``) look at
+change events only; ``source.*`` and ``digest`` events pass them.
 ``sources`` and ``kinds`` apply to every event (``kinds`` names change kinds
 ``new``/``changed``/``removed``/``restored`` or event types
 ``source.failing``/``source.recovered``/``digest``).
@@ -53,9 +54,8 @@ class Filter:
         if not (self.keywords or self.regex):
             return True
         title = event.get("title") or {}
-        haystack = "\n".join(
-            str(x) for x in (title.get("before"), title.get("after"), event.get("diff")) if x
-        )
+        parts = [title.get("before"), title.get("after"), event.get("diff"), event.get("excerpt")]
+        haystack = "\n".join(str(part) for part in parts if part)
         if self.keywords and not any(k in haystack.casefold() for k in self.keywords):
             return False
         return not (self.regex and not self.regex.search(haystack))
