@@ -81,6 +81,7 @@ def test_outage_over_several_polls_loses_nothing_and_keeps_order(
     harness.poll()
     harness.poll()  # second failure in a row: source.failing
     receiver.start()
+    time.sleep(0.06)  # past the longest backoff (retry_max = 50ms)
     harness.server.serve("/feed.xml", story.rss(4))
     harness.poll()  # recovers: source.recovered, and the backlog is delivered
     produced = outbox_ids(harness)
