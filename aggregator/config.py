@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -305,37 +306,35 @@ def _check_defaults(defaults: dict[str, Any], where: str) -> None:
 def _check_sources(config: Config, where: str) -> None:
     from aggregator.parse import validate_options  # the registry lives with the parsers
 
-    seen: dict[str, int] = {}
-    for i, source in enumerate(config.sources):
-        label = f"{where}: sources[{i}]"
-        if source.name in seen:
-            raise ConfigError(
-                f"{label}.name: duplicate name {source.name!r} (also sources[{seen[source.name]}])"
-                "; give each source a unique name"
-            )
-        seen[source.name] = i
-        try:
-            validate_options(source.kind, source.options)
-        except ConfigError as exc:
-            raise ConfigError(f"{label}.{exc}") from None
+    _check_named(config.sources, "source", validate_options, where)
 
 
 def _check_sinks(config: Config, where: str) -> None:
     from aggregator.notify import validate_options  # the registry lives with the sinks
 
+    _check_named(config.sinks, "sink", validate_options, where)
+
+
+def _check_named(
+    items: list[SourceConfig] | list[SinkConfig],
+    noun: str,
+    validate: Callable[[str, dict[str, Any]], object],
+    where: str,
+) -> None:
+    """Unique names, and kind-specific keys valid, for ``[[sources]]`` or ``[[sinks]]``."""
     seen: dict[str, int] = {}
-    for i, sink in enumerate(config.sinks):
-        label = f"{where}: sinks[{i}]"
-        if sink.name in seen:
+    for i, item in enumerate(items):
+        label = f"{where}: {noun}s[{i}]"
+        if item.name in seen:
             raise ConfigError(
-                f"{label}.name: duplicate sink name {sink.name!r} (also sinks[{seen[sink.name]}])"
-                "; give each sink a unique name"
+                f"{label}.name: duplicate name {item.name!r} (also {noun}s[{seen[item.name]}])"
+                f"; give each {noun} a unique name"
             )
-        seen[sink.name] = i
+        seen[item.name] = i
         try:
-            validate_options(sink.kind, sink.options)
+            validate(item.kind, item.options)
         except ConfigError as exc:
-            raise ConfigError(f"{label}.{exc} (sink {sink.name!r})") from None
+            raise ConfigError(f"{label}.{exc}") from None
 
 
 def _describe(exc: ValidationError, where: str, raw: dict[str, Any]) -> str:

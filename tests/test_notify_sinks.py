@@ -191,7 +191,7 @@ def test_bad_sink_config_names_file_key_and_problem(
 def test_duplicate_sink_names_are_refused() -> None:
     """Two sinks with the same name are an error naming both."""
     sinks = [{"kind": "stdout"}, {"kind": "stdout"}]
-    with pytest.raises(ConfigError, match=r"sinks\[1\]\.name: duplicate sink name 'stdout'"):
+    with pytest.raises(ConfigError, match=r"sinks\[1\]\.name: duplicate name 'stdout'"):
         config_mod.parse({"sinks": sinks}, "my.toml")
 
 
