@@ -190,7 +190,8 @@ class DeliveryWorker:
         )
         await self.store.call(record, delivery.id, outcome)
         report = log.info if outcome == "delivered" else log.warning
-        report("delivery." + outcome, event_id=event["id"], error=error, retry_at=retry_at)
+        details = {k: v for k, v in (("error", error), ("retry_at", retry_at)) if v}
+        report("delivery." + outcome, event_id=event["id"], **details)
         return outcome
 
     def _retry_at(self, attempts: int, retry_after: float | None) -> str:
