@@ -14,9 +14,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -33,6 +35,12 @@ from aggregator.errors import ConfigError
 from aggregator.timeutil import parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+_QUIET = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
+
+EVENT_KINDS = (
+    "new", "changed", "removed", "restored", "source.failing", "source.recovered", "digest",
+)  # fmt: skip
 
 DEFAULT_USER_AGENT = (
     "aggregator/{version} (+https://github.com/aggregator-news/aggregator; news change tracker)"
@@ -77,7 +85,6 @@ class ScheduleConfig(_Strict):
     startup_spread: Duration = 300.0
     network_retry: Duration = 60.0
     shutdown_grace: Duration = 20.0
-    failing_after: int = Field(default=3, ge=1)
 
 
 class SourceConfig(BaseModel):
@@ -149,6 +156,79 @@ class SourceConfig(BaseModel):
         return [re.compile(p) for p in self.ignore]
 
 
+class NotifyConfig(_Strict):
+    """``[notify]``: delivery of events to sinks."""
+
+    failing_after: int = Field(default=3, ge=1)
+    retry_base: Duration = 5.0
+    retry_max: Duration = 3600.0
+    check_every: Duration = 5.0
+    deliver_on_poll: bool = True
+
+
+class SinkConfig(BaseModel):
+    """One ``[[sinks]]`` table: filters here, kind-specific keys go to ``options``."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: str
+    name: str = ""
+    enabled: bool = True
+    sources: list[str] = Field(default_factory=list)
+    kinds: list[str] = Field(default_factory=list)
+    keywords: list[str] = Field(default_factory=list)
+    regex: str = ""
+    headline_only: bool = False
+    min_words: int = Field(default=0, ge=0)
+    quiet_hours: str = ""
+    timezone: str = "UTC"
+    batch: Duration | None = None
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds(cls, value: list[str]) -> list[str]:
+        for kind in value:
+            if kind not in EVENT_KINDS:
+                raise ValueError(f"unknown kind {kind!r} (known: {', '.join(EVENT_KINDS)})")
+        return value
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{value!r} is not a valid regex: {exc}") from None
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet(cls, value: str) -> str:
+        if value and not _QUIET.match(value):
+            raise ValueError(f"use HH:MM-HH:MM, e.g. 22:00-07:00, got {value!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use e.g. UTC, Europe/Berlin)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _name(self) -> SinkConfig:
+        if not self.name:
+            object.__setattr__(self, "name", self.kind)
+        return self
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The kind-specific keys, as written."""
+        return dict(self.model_extra or {})
+
+
 class DigestConfig(_Strict):
     """One ``[[digests]]`` table: a digest sent through a sink on a cron schedule."""
 
@@ -192,6 +272,8 @@ class Config(_Strict):
     include: list[str] = Field(default_factory=list)
     defaults: dict[str, Any] = Field(default_factory=dict)
     sources: list[SourceConfig] = Field(default_factory=list)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
+    sinks: list[SinkConfig] = Field(default_factory=list)
     digests: list[DigestConfig] = Field(default_factory=list)
     path: str = ""  # where it was read from (set by load)
 
@@ -308,6 +390,7 @@ def parse(raw: dict[str, Any], where: str = "<config>") -> Config:
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where, raw)) from None
     _check_sources(config, where)
+    _check_sinks(config, where)
     return _check_digests(config, where)
 
 
@@ -320,17 +403,33 @@ def _check_defaults(defaults: dict[str, Any], where: str) -> None:
 def _check_sources(config: Config, where: str) -> None:
     from aggregator.parse import validate_options  # the registry lives with the parsers
 
+    _check_named(config.sources, "source", validate_options, where)
+
+
+def _check_sinks(config: Config, where: str) -> None:
+    from aggregator.notify import validate_options  # the registry lives with the sinks
+
+    _check_named(config.sinks, "sink", validate_options, where)
+
+
+def _check_named(
+    items: list[SourceConfig] | list[SinkConfig],
+    noun: str,
+    validate: Callable[[str, dict[str, Any]], object],
+    where: str,
+) -> None:
+    """Unique names, and kind-specific keys valid, for ``[[sources]]`` or ``[[sinks]]``."""
     seen: dict[str, int] = {}
-    for i, source in enumerate(config.sources):
-        label = f"{where}: sources[{i}]"
-        if source.name in seen:
+    for i, item in enumerate(items):
+        label = f"{where}: {noun}s[{i}]"
+        if item.name in seen:
             raise ConfigError(
-                f"{label}.name: duplicate name {source.name!r} (also sources[{seen[source.name]}])"
-                "; give each source a unique name"
+                f"{label}.name: duplicate name {item.name!r} (also {noun}s[{seen[item.name]}])"
+                f"; give each {noun} a unique name"
             )
-        seen[source.name] = i
+        seen[item.name] = i
         try:
-            validate_options(source.kind, source.options)
+            validate(item.kind, item.options)
         except ConfigError as exc:
             raise ConfigError(f"{label}.{exc}") from None
 
@@ -375,11 +474,11 @@ def _key_path(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
             path += f"[{part}]"
         else:
             path += f".{part}" if path else str(part)
-    if len(loc) >= 2 and loc[0] == "sources" and isinstance(loc[1], int):
+    if len(loc) >= 2 and loc[0] in ("sources", "sinks") and isinstance(loc[1], int):
         try:
-            name = raw["sources"][loc[1]].get("name")
+            name = raw[loc[0]][loc[1]].get("name")
         except (IndexError, AttributeError, KeyError):
             name = None
         if name:
-            path += f" (source {name!r})"
+            path += f" ({loc[0][:-1]} {name!r})"
     return path

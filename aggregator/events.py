@@ -6,10 +6,11 @@ re-delivery sends exactly the same bytes with the same ``id``.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
-from aggregator.diff import short_diff
+from aggregator.diff import short_diff, word_diff
 from aggregator.models import Change
 
 EVENT_TYPES = ("change", "source.failing", "source.recovered", "digest")
@@ -50,6 +51,8 @@ def change_event(
         "fields": list(change.fields),
         "edit": change.edit,
         "diff": text_diff(before, after, change.fields),
+        "words_changed": words_changed(before, after, change.fields),
+        "excerpt": excerpt(after),
         "version": {"before": versions[0], "after": versions[1]},
         "detected_at": detected_at,
     }
@@ -63,6 +66,26 @@ def text_diff(before: dict[str, str], after: dict[str, str], fields: tuple[str, 
     return ""
 
 
+def excerpt(texts: dict[str, str], limit: int = 300) -> str:
+    """The start of the entry's text (content, else summary), cut at ``limit`` characters."""
+    text = texts.get("content") or texts.get("summary") or ""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def words_changed(before: dict[str, str], after: dict[str, str], fields: tuple[str, ...]) -> int:
+    """Words inserted plus words deleted in the title and the most telling text field."""
+    if not before:
+        return 0
+    names = ["title"] if "title" in fields else []
+    names += [n for n in ("content", "summary") if n in fields][:1]
+    count = 0
+    for name in names:
+        for seg in word_diff(before.get(name, ""), after.get(name, "")):
+            if seg.op != "equal":
+                count += len(seg.text.split())
+    return count
+
+
 def source_event(
     kind: str, *, source: dict[str, Any], failures: int, error: str | None, at: str
 ) -> dict[str, Any]:
@@ -74,4 +97,30 @@ def source_event(
         "failures": failures,
         "error": error,
         "detected_at": at,
+    }
+
+
+def fold_events(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fold several change events of one story into one (sinks with ``batch``).
+
+    The result is a ``change`` event whose ``id`` is derived from the folded
+    ids (so a re-delivery carries the same id), ``folded`` lists those ids,
+    ``title``/``version`` span first-before to last-after, ``fields`` is the
+    union and ``diff`` joins the diffs.
+    """
+    if len(events) == 1:
+        return events[0]
+    first, last = events[0], events[-1]
+    ids = [e["id"] for e in events]
+    fields = list(dict.fromkeys(f for e in events for f in e.get("fields", [])))
+    return {
+        **last,
+        "id": hashlib.sha256(".".join(ids).encode()).hexdigest()[:32],
+        "kind": "new" if first.get("kind") == "new" else last.get("kind"),
+        "title": {"before": first["title"]["before"], "after": last["title"]["after"]},
+        "fields": fields,
+        "diff": "\n…\n".join(e["diff"] for e in events if e.get("diff")),
+        "words_changed": sum(e.get("words_changed", 0) for e in events),
+        "version": {"before": first["version"]["before"], "after": last["version"]["after"]},
+        "folded": ids,
     }

@@ -37,6 +37,7 @@ from aggregator.config import Config, SourceConfig
 from aggregator.digest.schedule import DigestJob, build_digest_jobs
 from aggregator.errors import ConfigError
 from aggregator.fetch import Fetcher
+from aggregator.notify.worker import DeliveryWorker
 from aggregator.pipeline import Pipeline, PollResult
 from aggregator.store import scheduling
 from aggregator.store.scheduling import SourceState
@@ -76,6 +77,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.store: StoreThread | None = None
         self.pipeline: Pipeline | None = None
+        self.delivery: DeliveryWorker | None = None
         self.network = policy.NetworkMonitor(probe_interval=config.schedule.network_retry)
         self.rng = random.Random()
         self.started_at = now_db()
@@ -88,7 +90,7 @@ class Daemon:
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT (or ``stop()``), then shut down cleanly."""
         self.store = StoreThread(
-            self.config.storage.database, failing_after=self.config.schedule.failing_after
+            self.config.storage.database, failing_after=self.config.notify.failing_after
         )
         try:
             async with Fetcher(self.config.fetch) as fetcher:
@@ -97,6 +99,7 @@ class Daemon:
                 self._install_signals()
                 await self.schedule_sources()
                 self.schedule_digests()
+                self.delivery = await DeliveryWorker(self.config, self.store).start(self.stopping)
                 self.scheduler.start()
                 summary = await self._heartbeat("running")
                 sdnotify.notify("READY=1", f"STATUS={summary}")
@@ -351,6 +354,8 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
         self.scheduler.shutdown(wait=False)
+        if self.delivery is not None:
+            await self.delivery.stop(self.config.schedule.shutdown_grace)
         with contextlib.suppress(Exception):
             await self._heartbeat("stopped")
 

@@ -16,7 +16,7 @@ FORBIDDEN = {
     "parse": {"fetch", "store", "notify", "digest", "pipeline", "scheduler", "cli"},
     "fetch": {"parse", "store", "notify", "digest", "pipeline", "scheduler", "cli"},
     "store": {"fetch", "notify", "digest", "pipeline", "scheduler", "cli"},
-    "notify": {"fetch", "parse", "pipeline", "scheduler", "cli"},
+    "notify": {"parse", "pipeline", "scheduler", "cli"},  # may reuse fetch's HTTP helpers
     "digest": {"fetch", "parse", "pipeline", "scheduler", "cli", "notify"},
     "pipeline": {"scheduler", "cli"},
     "scheduler": {"cli"},

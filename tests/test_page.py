@@ -147,7 +147,7 @@ def test_readme_and_example_configs_of_html_kinds_are_valid() -> None:
     uncommented = "\n".join(
         line[2:]
         for line in tail.splitlines()
-        if (line.startswith("# ") and "=" in line) or line.startswith("# [[")
+        if (line.startswith("# ") and "=" in line) or line.startswith("# [")
     )
     kinds = []
     for text in [*blocks, uncommented]:

@@ -15,7 +15,8 @@ from aggregator.store import Store
 from tests import fixed_db
 
 DIGESTS = {
-    "digests": [{"name": "morning", "sink": "email", "schedule": "0 13 * * *", "since": "12h"}]
+    "sinks": [{"kind": "stdout", "name": "desk"}],
+    "digests": [{"name": "morning", "sink": "desk", "schedule": "0 13 * * *", "since": "12h"}],
 }
 
 
@@ -39,7 +40,7 @@ def test_due_digest_is_enqueued_once_with_text_and_html(store: Store) -> None:
     again = job.run(store, now)
     [payload] = digest_rows(store)
     assert first == again == payload["id"]
-    assert payload["type"] == "digest" and payload["sink"] == "email"
+    assert payload["type"] == "digest" and payload["sink"] == "desk"
     assert payload["since"] == "2022-03-10 01:00:00.000"
     assert payload["until"] == "2022-03-10 13:00:00.000"
     assert "Talks end with" in payload["text"] and payload["text"].startswith("# Changes")

@@ -15,7 +15,7 @@ from tests import story
 from tests.conftest import Harness
 from tests.server import TestServer
 
-FAST = '[schedule]\nstartup_spread = "0.05s"\nfailing_after = 3\n'
+FAST = '[notify]\nfailing_after = 3\n[schedule]\nstartup_spread = "0.05s"\n'
 
 
 async def run_daemon(harness: Harness, until: Callable[[], bool], limit: float = 15) -> None:

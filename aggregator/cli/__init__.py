@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from aggregator import __version__
-from aggregator.cli import demo, manage, poll, reading, status
+from aggregator.cli import demo, manage, outbox, poll, reading, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,6 +20,7 @@ def main() -> None:
 
 for module in (
     poll,
+    outbox,
     reading,
     status,
     manage,

@@ -10,6 +10,7 @@ import click
 from aggregator.cli.common import config_options, handles_errors, load_config
 from aggregator.config import Config
 from aggregator.fetch import Fetcher
+from aggregator.notify.worker import delivering_after
 from aggregator.pipeline import Pipeline, PollResult
 from aggregator.scheduler import Daemon
 from aggregator.store.thread import StoreThread
@@ -38,9 +39,9 @@ async def poll_once(config: Config, names: tuple[str, ...] = ()) -> list[PollRes
     if unknown:
         raise click.UsageError(f"no source named {', '.join(sorted(unknown))} in {config.path}")
     chosen = [s for s in config.sources if (s.name in names if names else s.enabled)]
-    store = StoreThread(config.storage.database)
+    store = StoreThread(config.storage.database, failing_after=config.notify.failing_after)
     try:
-        async with Fetcher(config.fetch) as fetcher:
+        async with delivering_after(config, store), Fetcher(config.fetch) as fetcher:
             pipeline = Pipeline(config, store, fetcher)
             await pipeline.sync()
             results = await pipeline.poll_all(chosen)

@@ -23,6 +23,7 @@ from sqlite_utils import Database
 from aggregator.errors import StoreError
 from aggregator.events import change_event, source_event
 from aggregator.models import Change, Known, Parsed, Snapshot
+from aggregator.store.outbox import DeliveryQueries
 from aggregator.store.retention import prune_fetches
 from aggregator.store.schema import migrate
 from aggregator.timeutil import now_db
@@ -77,7 +78,7 @@ def open_database(path: str | Path, *, readonly: bool = False) -> Database:
     return db
 
 
-class Store:
+class Store(DeliveryQueries):
     """Reads and writes the history of every source."""
 
     def __init__(self, db: Database, *, failing_after: int = 3) -> None:

@@ -175,6 +175,59 @@ def migrate(db: Database) -> list[str]:
     return pending
 
 
+_DELIVERIES = [
+    """
+    CREATE TABLE sinks (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1,
+        added_at TEXT NOT NULL,
+        cursor INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+    """
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        sink_id INTEGER NOT NULL REFERENCES sinks(id),
+        outbox_id INTEGER NOT NULL REFERENCES outbox(id),
+        folded TEXT NOT NULL DEFAULT '[]',
+        batch_key TEXT,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'delivered', 'failed', 'dropped')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due_at TEXT NOT NULL,
+        next_attempt_at TEXT,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (sink_id, outbox_id)
+    )
+    """,
+    """
+    CREATE TABLE delivery_attempts (
+        id INTEGER PRIMARY KEY,
+        delivery_id INTEGER NOT NULL REFERENCES deliveries(id),
+        sink_id INTEGER NOT NULL REFERENCES sinks(id),
+        at TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('delivered', 'retry', 'failed')),
+        code INTEGER,
+        error TEXT,
+        duration_ms INTEGER
+    )
+    """,
+    "CREATE INDEX idx_deliveries_queue ON deliveries (sink_id, status, id)",
+    "CREATE INDEX idx_deliveries_batch ON deliveries (sink_id, batch_key, status)",
+    "CREATE INDEX idx_delivery_attempts ON delivery_attempts (delivery_id, at)",
+]
+
+
+@migrations(name="0002_deliveries")
+def _deliveries(db: Database) -> None:
+    for statement in _DELIVERIES:
+        db.execute(statement)
+
+
 _SEARCH_AND_VIEWS = [
     # Full-text index over every version's text (an external-content FTS5 table:
     # the text lives once, in versions). Triggers keep it in step with writes.
