@@ -46,6 +46,10 @@ from aggregator.timeutil import now_db, utcnow
 
 log = structlog.get_logger("aggregator.scheduler")
 
+#: Seconds after start, then between, two prunings of the ``fetches`` log.
+RETENTION_FIRST = 60.0
+RETENTION_EVERY = 3600.0
+
 #: Seconds between heartbeats (``daemon_state`` row and systemd ``STATUS=``).
 HEARTBEAT = 10.0
 
@@ -107,6 +111,7 @@ class Daemon:
                 # Extra background tasks start here (they are cancelled in _drain).
                 self.start_task(self._heartbeat_loop())
                 self.start_task(self._watchdog_loop())
+                self.start_task(self._retention_loop())
                 await self.stopping.wait()
                 await self._drain()
         finally:
@@ -326,6 +331,22 @@ class Daemon:
                 log.warning("heartbeat.failed", error=str(exc))
                 continue
             sdnotify.notify(f"STATUS={summary}")
+
+    async def _retention_loop(self) -> None:
+        """Prune the ``fetches`` log to ``[storage] keep_fetches`` a minute after start, then hourly."""
+        assert self.store is not None
+        delay = RETENTION_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            delay = RETENTION_EVERY
+            try:
+                keep = self.config.storage.keep_fetches
+                removed = await self.store.call(self.store.store.prune_fetches, keep)
+            except Exception as exc:  # pruning must never stop the daemon
+                log.warning("retention.failed", error=str(exc))
+                continue
+            if removed:
+                log.info("retention.pruned", fetches=removed)
 
     async def _watchdog_loop(self) -> None:
         period = sdnotify.watchdog_period()

@@ -5,7 +5,8 @@ after, the diff and the excerpt; ``headline_only``; ``min_words``) look at
 change events only; ``source.*`` and ``digest`` events pass them.
 ``sources`` and ``kinds`` apply to every event (``kinds`` names change kinds
 ``new``/``changed``/``removed``/``restored`` or event types
-``source.failing``/``source.recovered``/``digest``).
+``source.failing``/``source.recovered``/``digest``). A digest that names its
+sink (``[[digests]] sink``) goes to that sink only, whatever its filters.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Filter:
 
     def accepts(self, event: dict[str, Any]) -> bool:
         """Whether the sink wants ``event`` at all."""
+        if event.get("type") == "digest" and event.get("sink"):
+            return event["sink"] == self.config.name  # a scheduled digest names its sink
         source = event.get("source") or {}
         if self.config.sources and source.get("name") not in self.config.sources:
             return False
