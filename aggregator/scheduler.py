@@ -333,7 +333,7 @@ class Daemon:
             sdnotify.notify(f"STATUS={summary}")
 
     async def _retention_loop(self) -> None:
-        """Prune the ``fetches`` log to ``[storage] keep_fetches`` a minute after start, then hourly."""
+        """Prune ``fetches`` to ``[storage] keep_fetches``: a minute after start, then hourly."""
         assert self.store is not None
         delay = RETENTION_FIRST
         while True:
