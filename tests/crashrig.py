@@ -10,11 +10,16 @@ daemon runs until it has caught up, and the checks are:
 * per entry, versions are numbered 1..n without gaps and their revisions
   strictly increase (each state stored exactly once, never twice), ending at
   the server's final revision (complete);
-* every change row has exactly one outbox row, and no change event lacks one.
+* every change row has exactly one outbox row, and no change event lacks one;
+* every outbox event reached both sinks, a jsonl file and a webhook receiver
+  that is down for the first half of the kills: each event id arrives, in
+  outbox order of first arrival, and any repeat carries the same id (a kill
+  between send and ack re-sends), none is lost.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -27,6 +32,7 @@ import time
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from tests.receivers import WebhookReceiver
 from tests.server import TestServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,8 +91,14 @@ class Evolver:
         return self.epoch
 
 
-def write_config(tmp: Path, server: TestServer) -> Path:
-    lines = [f'[storage]\ndatabase = "{tmp / "crash.db"}"\n']
+def write_config(tmp: Path, server: TestServer, hook: WebhookReceiver | None = None) -> Path:
+    lines = [
+        f'[storage]\ndatabase = "{tmp / "crash.db"}"\n',
+        '[notify]\nretry_base = "50ms"\nretry_max = "300ms"\ncheck_every = "100ms"\n',
+        f'[[sinks]]\nkind = "jsonl"\nname = "file"\npath = "{tmp / "events.jsonl"}"\n',
+    ]
+    if hook is not None:
+        lines.append(f'[[sinks]]\nkind = "webhook"\nname = "hook"\nurl = "{hook.url()}"\n')
     for feed in range(FEEDS):
         url = server.url(f"/crash/{feed}.xml")
         lines.append(f'[[sources]]\nname = "c{feed}"\nurl = "{url}"\ninterval = "1s"\n')
@@ -106,9 +118,18 @@ def start_daemon(config: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def kill_repeatedly(config: Path, kills: int, rng: random.Random) -> None:
-    """Start the daemon and SIGKILL it at a random moment, ``kills`` times."""
-    for _ in range(kills):
+def kill_repeatedly(
+    config: Path, kills: int, rng: random.Random, hook: WebhookReceiver | None = None
+) -> None:
+    """Start the daemon and SIGKILL it at a random moment, ``kills`` times.
+
+    The webhook receiver is down for the first half of the kills.
+    """
+    if hook is not None:
+        hook.stop()
+    for n in range(kills):
+        if hook is not None and n == kills // 2:
+            hook.start()
         proc = start_daemon(config)
         time.sleep(rng.uniform(0.8, 2.5))  # start-up takes ~0.7 s; kill during polls
         proc.send_signal(signal.SIGKILL)
@@ -123,7 +144,7 @@ def catch_up(config: Path, final_epoch: int, timeout: float = 30.0) -> None:
     try:
         while time.monotonic() < deadline:
             time.sleep(0.3)
-            if db.exists() and _caught_up(db, final_epoch):
+            if db.exists() and _caught_up(db, final_epoch) and _delivered(db):
                 return
         raise AssertionError("the daemon did not store the final state in time")
     finally:
@@ -145,6 +166,40 @@ def _caught_up(db: Path, final_epoch: int) -> bool:
     finally:
         conn.close()
     return all(have.get(k) == v for k, v in want.items())
+
+
+def _delivered(db: Path) -> bool:
+    """Every outbox event delivered to every sink."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        sinks = conn.execute("SELECT count(*) FROM sinks").fetchone()[0]
+        events = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        done = conn.execute(
+            "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
+        ).fetchone()[0]
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.close()
+    return sinks > 0 and done == sinks * events
+
+
+def check_sinks(db: Path, jsonl: Path, hook: WebhookReceiver | None) -> dict[str, int]:
+    """Each sink got every outbox event, first arrivals in outbox order; repeats share ids."""
+    conn = sqlite3.connect(db)
+    try:
+        produced = [r[0] for r in conn.execute("SELECT event_id FROM outbox ORDER BY id")]
+    finally:
+        conn.close()
+    received = {"file": [json.loads(line)["id"] for line in jsonl.read_text().splitlines()]}
+    if hook is not None:
+        received["hook"] = [r.json["id"] for r in hook.received if r.status == 200]
+    report = {"events": len(produced)}
+    for name, ids in received.items():
+        first_seen = list(dict.fromkeys(ids))
+        assert first_seen == produced, f"{name}: events lost, extra or out of order"
+        report[f"{name}_duplicates"] = len(ids) - len(first_seen)
+    return report
 
 
 def check(db: Path, final_epoch: int) -> dict[str, int]:
@@ -185,14 +240,18 @@ def check(db: Path, final_epoch: int) -> dict[str, int]:
 
 
 def run(tmp: Path, kills: int, seed: int = 7) -> dict[str, int]:
-    """The whole scenario; returns the counts ``check`` found."""
+    """The whole scenario; returns the counts the checks found."""
     server = TestServer().start()
+    hook = WebhookReceiver()
     try:
-        config = write_config(tmp, server)
+        config = write_config(tmp, server, hook)
         evolver = Evolver(server).start()
-        kill_repeatedly(config, kills, random.Random(seed))
+        kill_repeatedly(config, kills, random.Random(seed), hook)
         final = evolver.stop()
         catch_up(config, final)
-        return {"kills": kills, "final_epoch": final, **check(tmp / "crash.db", final)}
+        counts = check(tmp / "crash.db", final)
+        delivered = check_sinks(tmp / "crash.db", tmp / "events.jsonl", hook)
+        return {"kills": kills, "final_epoch": final, **counts, **delivered}
     finally:
+        hook.stop()
         server.stop()
