@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from aggregator.errors import ConfigError
 from aggregator.notify.apprise import AppriseSink
@@ -20,6 +20,7 @@ from aggregator.notify.email import EmailSink
 from aggregator.notify.jsonl import JsonlSink
 from aggregator.notify.stdout import StdoutSink
 from aggregator.notify.webhook import WebhookSink
+from aggregator.options import validate_plugin_options
 
 __all__ = ["SINKS", "DeliveryError", "Sink", "make_sink", "validate_options"]
 
@@ -46,18 +47,7 @@ def sink_class(kind: str) -> type[Sink]:
 
 def validate_options(kind: str, options: Mapping[str, Any]) -> BaseModel:
     """Check the kind-specific keys of a sink; ``ConfigError`` names the bad key."""
-    cls = sink_class(kind)
-    try:
-        return cls.Options.model_validate(dict(options))
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(p) for p in error["loc"]) or "options"
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = f"unknown key for sink kind {kind!r} (check the spelling; see the README)"
-        elif error["type"] == "missing":
-            message = f"required key for sink kind {kind!r} is missing"
-        raise ConfigError(f"{key}: {message}") from None
+    return validate_plugin_options(sink_class(kind).Options, options, f"sink kind {kind!r}")
 
 
 def make_sink(kind: str, name: str, options: Mapping[str, Any]) -> Sink:

@@ -12,10 +12,11 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from aggregator.errors import ConfigError
 from aggregator.models import Parsed
+from aggregator.options import validate_plugin_options
 from aggregator.parse.feed import FeedParser
 from aggregator.parse.liveblog import LiveblogParser
 from aggregator.parse.page import PageParser
@@ -72,13 +73,4 @@ def volatile_patterns(kind: str) -> Sequence[re.Pattern[str]]:
 
 def validate_options(kind: str, options: Mapping[str, Any]) -> BaseModel:
     """Check the kind-specific keys of a source; ``ConfigError`` names the bad key."""
-    parser = get_parser(kind)
-    try:
-        return parser.Options.model_validate(dict(options))
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(p) for p in error["loc"]) or "options"
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = f"unknown key for kind {kind!r} (check the spelling; see the README)"
-        raise ConfigError(f"{key}: {message}") from None
+    return validate_plugin_options(get_parser(kind).Options, options, f"kind {kind!r}")
