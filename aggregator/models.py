@@ -39,6 +39,7 @@ class Parsed:
         complete: False when the body was truncated or partly unreadable, so a
             missing item must not be taken as a removal.
         ttl_seconds: how long the publisher asked us to wait (RSS ``<ttl>``).
+        skip_hours: UTC hours the publisher asked us not to poll (RSS ``<skipHours>``).
         warnings: problems worth logging that did not stop parsing.
     """
 
@@ -46,6 +47,7 @@ class Parsed:
     title: str = ""
     complete: bool = True
     ttl_seconds: int | None = None
+    skip_hours: frozenset[int] = frozenset()
     warnings: list[str] = field(default_factory=list)
 
 

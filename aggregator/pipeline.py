@@ -46,6 +46,7 @@ class PollResult:
     error: str | None = None
     retry_after: float | None = None
     ttl_seconds: int | None = None
+    skip_hours: frozenset[int] = frozenset()
     cache_max_age: float | None = None
 
     @property
@@ -69,6 +70,9 @@ class Pipeline:
         self.fetcher = fetcher
         self.source_ids: dict[str, int] = {}
         self._options: dict[str, Any] = {}
+        #: The publisher's last ``<ttl>`` and ``<skipHours>`` per source, so they still
+        #: apply after polls that parse nothing (304, identical body).
+        self.hints: dict[str, tuple[int | None, frozenset[int]]] = {}
 
     async def sync(self) -> dict[str, int]:
         """Register the configured sources in the database."""
@@ -90,6 +94,9 @@ class Pipeline:
         with structlog.contextvars.bound_contextvars(source=source.name):
             try:
                 result = await self._poll(source)
+                result.ttl_seconds, result.skip_hours = self.hints.get(
+                    source.name, (None, frozenset())
+                )
                 if result.ok and follows(source):
                     await follow_articles(self, source)
             except Exception as exc:  # a bug must not stop the other sources
@@ -167,7 +174,7 @@ class Pipeline:
         store.record_poll(source_id, record, parsed, snapshots, changes)
         result.outcome = record.outcome
         result.counts.update(c.kind for c in changes)
-        result.ttl_seconds = parsed.ttl_seconds
+        self.hints[source.name] = (parsed.ttl_seconds, parsed.skip_hours)
         return result
 
 

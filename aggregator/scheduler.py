@@ -224,6 +224,7 @@ class Daemon:
             await self.store.call(scheduling.mark_gone, store, source_id, result.error)
             return
         delay = policy.jittered(decision.delay, self.rng)
+        delay = policy.skip_hours_delay(utcnow(), delay, result.skip_hours)
         await self._save(after, delay, decision.interval, decision.reason)
 
     async def _save(
@@ -390,5 +391,6 @@ def _observation(result: PollResult, failures: int, transport: bool) -> policy.O
         retry_after=result.retry_after,
         max_age=result.cache_max_age,
         ttl=float(result.ttl_seconds) if result.ttl_seconds else None,
+        skip_hours=result.skip_hours,
         failures=failures,
     )

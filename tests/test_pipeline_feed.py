@@ -158,3 +158,37 @@ def test_permanent_redirect_updates_the_polled_url(harness: Harness) -> None:
     assert result.ok and result.counts["new"] == 3
     [src] = harness.rows("SELECT url, config_url FROM sources")
     assert src["url"].endswith("/feed.xml") and src["config_url"].endswith("/old.xml")
+
+
+def test_publisher_ttl_and_skip_hours_survive_polls_that_parse_nothing(harness: Harness) -> None:
+    """<ttl> and every <skipHours> hour reach the scheduler, after 304s too."""
+    body = story.rss(0).replace(
+        "<lastBuildDate>",
+        "<ttl>45</ttl><skipHours><hour>0</hour><hour>1</hour><hour>23</hour></skipHours>"
+        "<lastBuildDate>",
+    )
+    harness.add("world", "/feed.xml")
+    harness.server.serve("/feed.xml", body)
+
+    async def two_polls() -> list:
+        from aggregator.fetch import Fetcher
+        from aggregator.pipeline import Pipeline
+        from aggregator.store.thread import StoreThread
+
+        config = harness.config()
+        store = StoreThread(config.storage.database)
+        try:
+            async with Fetcher(config.fetch) as fetcher:
+                pipeline = Pipeline(config, store, fetcher)
+                await pipeline.sync()
+                return [await pipeline.poll(config.sources[0]) for _ in range(2)]
+        finally:
+            store.close()
+
+    import asyncio
+
+    first, second = asyncio.run(two_polls())
+    assert second.outcome == "not_modified"
+    for result in (first, second):
+        assert result.ttl_seconds == 45 * 60
+        assert result.skip_hours == frozenset({0, 1, 23})

@@ -95,6 +95,7 @@ def parse_xml_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> Pars
         title=str(data.feed.get("title", "")),
         complete=complete,
         ttl_seconds=_ttl(data.feed.get("ttl")),
+        skip_hours=skip_hours(body),
         warnings=warnings,
     )
 
@@ -126,6 +127,19 @@ def _item(key: str, entry: Any) -> Item:
         published=struct_to_db(dict.get(entry, "published_parsed")),
         updated=struct_to_db(dict.get(entry, "updated_parsed")),
     )
+
+
+_SKIP_HOURS = re.compile(rb"<skipHours>(.*?)</skipHours>", re.DOTALL | re.IGNORECASE)
+_HOUR = re.compile(rb"<hour>\s*(\d{1,2})\s*</hour>", re.IGNORECASE)
+
+
+def skip_hours(body: bytes) -> frozenset[int]:
+    """RSS ``<skipHours>``: the UTC hours (0-23) not to poll. feedparser keeps only one."""
+    block = _SKIP_HOURS.search(body, 0, 1 << 16) or _SKIP_HOURS.search(body[-(1 << 16) :])
+    if block is None:
+        return frozenset()
+    hours = (int(h) for h in _HOUR.findall(block.group(1)))
+    return frozenset(h for h in hours if 0 <= h <= 23)
 
 
 def _ttl(value: Any) -> int | None:
