@@ -16,8 +16,10 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.server import QuietHTTPServer
 
 
 @dataclass
@@ -62,7 +64,7 @@ class WebhookReceiver:
         self.got_request = threading.Event()
         self.lock = threading.Lock()
         self.port = 0
-        self.httpd: ThreadingHTTPServer | None = None
+        self.httpd: QuietHTTPServer | None = None
         self.start()
 
     def url(self, path: str = "/hook") -> str:
@@ -70,7 +72,7 @@ class WebhookReceiver:
 
     def start(self) -> WebhookReceiver:
         """Listen (again) on the same port."""
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self.httpd = QuietHTTPServer(("127.0.0.1", self.port), self._handler())
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()

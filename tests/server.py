@@ -52,6 +52,18 @@ class Request:
     at: float
 
 
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A threading server that does not print a traceback when a client hangs up."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class TestServer:
     """Serve ``Resource`` objects by path on 127.0.0.1 (a free port)."""
 
@@ -63,7 +75,7 @@ class TestServer:
         self.lock = threading.Lock()
         self.active = 0
         self.max_active = 0
-        self.httpd = ThreadingHTTPServer((host, 0), self._handler_class())
+        self.httpd = QuietHTTPServer((host, 0), self._handler_class())
         self.httpd.daemon_threads = True
         self.host = host
         self.port = self.httpd.server_address[1]
