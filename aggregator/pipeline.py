@@ -21,14 +21,14 @@ import structlog
 
 from aggregator.config import Config, LimitsConfig, SourceConfig
 from aggregator.detect import detect
-from aggregator.errors import AggregatorError, FetchError
+from aggregator.errors import AggregatorError, FetchError, StoreError
 from aggregator.fetch import Fetcher, Response
 from aggregator.follow import companion_specs, follow_articles, follows
 from aggregator.models import TRACKED_FIELDS, Item, Parsed
 from aggregator.normalize import snapshot
 from aggregator.parse import get_parser, validate_options, volatile_patterns
 from aggregator.parse.feed import ENTRY_CAP
-from aggregator.store import FetchRecord, SourceSpec, Store
+from aggregator.store import FetchRecord, FetchState, SourceSpec, Store
 from aggregator.store.thread import StoreThread
 from aggregator.timeutil import now_db, utcnow
 
@@ -107,15 +107,15 @@ class Pipeline:
 
     async def _poll(self, source: SourceConfig) -> PollResult:
         source_id = self.source_ids[source.name]
-        state = await self.store.call(self.store.store.source, source_id)
+        state = await self._fetch_state(source_id)
         started = now_db()
         try:
             response = await self.fetcher.fetch(
-                state["url"], etag=state["etag"], last_modified=state["last_modified"]
+                state.url, etag=state.etag, last_modified=state.last_modified
             )
         except FetchError as exc:
             record = FetchRecord(
-                url=state["url"],
+                url=state.url,
                 started_at=started,
                 outcome="error",
                 error=str(exc),
@@ -125,17 +125,27 @@ class Pipeline:
             return PollResult(
                 source.name, "error", status=exc.status, error=str(exc), retry_after=exc.retry_after
             )
-        record = _record(state["url"], started, response)
+        record = _record(state.url, started, response)
         result = PollResult(
             source.name, record.outcome, status=response.status, cache_max_age=_max_age(response)
         )
-        if response.status == 304 or record.body_sha256 == state["body_sha256"]:
+        if response.status == 304 or record.body_sha256 == state.body_sha256:
             record.outcome = "not_modified" if response.status == 304 else "same_body"
             record.body_sha256 = None
-            await self.store.call(self.store.store.record_fetch, source_id, record)
+            await self.store.call(self.store.store.record_unchanged, source_id, record)
             result.outcome = record.outcome
             return result
         return await self.store.call(self._process, source, source_id, response, record, result)
+
+    async def _fetch_state(self, source_id: int) -> FetchState:
+        """The source's URL and validators, from the store's cache (read once in bulk)."""
+        state = self.store.store.fetch_state(source_id)
+        if state is None:
+            await self.store.call(self.store.store.load_fetch_states)
+            state = self.store.store.fetch_state(source_id)
+        if state is None:
+            raise StoreError(f"no source with id {source_id}")
+        return state
 
     def _process(
         self,

@@ -23,7 +23,15 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 async def resolve(host: str, port: int) -> list[IPAddress]:
-    """Every address ``host`` resolves to."""
+    """Every address ``host`` resolves to (an IP literal without a DNS lookup)."""
+    try:
+        literal = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        pass
+    else:  # no thread hop through getaddrinfo for "127.0.0.1" and friends
+        if isinstance(literal, ipaddress.IPv6Address) and literal.ipv4_mapped:
+            return [literal.ipv4_mapped]
+        return [literal]
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)

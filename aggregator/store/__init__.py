@@ -11,8 +11,10 @@ thread); the async pipeline runs every call on one writer thread.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,11 @@ from aggregator.store.retention import prune_fetches
 from aggregator.store.schema import migrate
 from aggregator.timeutil import now_db
 
-__all__ = ["FetchRecord", "SourceSpec", "Store", "open_database"]
+__all__ = ["FetchRecord", "FetchState", "SourceSpec", "Store", "open_database"]
+
+#: Unchanged polls (304 / same body) whose log rows wait to be written together.
+PENDING_MAX_ROWS = 500
+PENDING_MAX_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +65,17 @@ class FetchRecord:
     moved_to: str | None = None  # new URL after a permanent redirect
 
 
+@dataclass(frozen=True, slots=True)
+class FetchState:
+    """What a poll needs to know of its source before fetching (cached by the store)."""
+
+    url: str
+    etag: str | None
+    last_modified: str | None
+    body_sha256: str | None
+    consecutive_failures: int
+
+
 def open_database(path: str | Path, *, readonly: bool = False) -> Database:
     """Open (and create) the database with WAL, foreign keys and a busy timeout."""
     try:
@@ -84,6 +101,11 @@ class Store(DeliveryQueries):
     def __init__(self, db: Database, *, failing_after: int = 3) -> None:
         self.db = db
         self.failing_after = failing_after
+        # Write-through cache of each source's fetch state; entries are immutable
+        # and replaced whole, so any thread may read one (``fetch_state``).
+        self._states: dict[int, FetchState] = {}
+        self._pending: list[tuple[int, FetchRecord, str]] = []
+        self._pending_since = 0.0
 
     @classmethod
     def open(cls, path: str | Path, *, failing_after: int = 3) -> Store:
@@ -96,7 +118,8 @@ class Store(DeliveryQueries):
         return cls(db, failing_after=failing_after)
 
     def close(self) -> None:
-        """Close the connection."""
+        """Write pending unchanged-poll rows, then close the connection."""
+        self.flush()
         self.db.close()
 
     # -- sources -----------------------------------------------------------
@@ -115,7 +138,20 @@ class Store(DeliveryQueries):
             names = list(ids) or [""]
             marks = ",".join("?" * len(names))
             self.db.execute(f"UPDATE sources SET active = 0 WHERE name NOT IN ({marks})", names)
+        self.load_fetch_states()
         return ids
+
+    def load_fetch_states(self) -> None:
+        """Read every source's fetch state into the cache (one query)."""
+        self.flush()
+        rows = self.db.execute(
+            "SELECT id, url, etag, last_modified, body_sha256, consecutive_failures FROM sources"
+        ).fetchall()
+        self._states = {row[0]: FetchState(*row[1:]) for row in rows}
+
+    def fetch_state(self, source_id: int) -> FetchState | None:
+        """The cached fetch state of ``source_id`` (``None`` if not loaded); any thread."""
+        return self._states.get(source_id)
 
     def _upsert_source(self, spec: SourceSpec, now: str) -> int:
         row = self.db.execute(
@@ -166,8 +202,47 @@ class Store(DeliveryQueries):
         """Delete ``fetches`` rows older than ``keep_seconds`` that nothing references."""
         return prune_fetches(self.db, keep_seconds)
 
+    def record_unchanged(self, source_id: int, fetch: FetchRecord) -> None:
+        """Log a 304 or same-body poll; its bookkeeping rows are written in batches.
+
+        Only the ``fetches`` row and the source's ``last_fetch_at``/validators wait
+        (at most ``PENDING_MAX_ROWS`` rows or ``PENDING_MAX_SECONDS``; written at
+        the next other write and on ``close``): a kill -9 loses at most those log
+        rows, never a version, change or event. A poll that must also emit an event
+        (recovery after failures) or follows a move is written at once.
+        """
+        state = self._states.get(source_id)
+        if state is None or state.consecutive_failures or fetch.moved_to:
+            self.record_fetch(source_id, fetch)
+            return
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append((source_id, fetch, now_db()))
+        self._states[source_id] = _next_state(state, fetch)
+        if (
+            len(self._pending) >= PENDING_MAX_ROWS
+            or time.monotonic() - self._pending_since > PENDING_MAX_SECONDS
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending unchanged-poll rows in one transaction."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        with self.db.atomic():
+            self.db.conn.executemany(
+                _INSERT_FETCH, [_fetch_row(i, f, None, 0) for i, f, _ in pending]
+            )
+            self.db.conn.executemany(
+                "UPDATE sources SET last_fetch_at = ?, last_success_at = ?, etag = ?,"
+                " last_modified = ? WHERE id = ?",
+                [(at, at, f.etag, f.last_modified, i) for i, f, at in pending],
+            )
+
     def record_fetch(self, source_id: int, fetch: FetchRecord) -> int:
         """Log a fetch that produced no parse (304, same body, or an error)."""
+        self.flush()
         with self.db.atomic():
             fetch_id = self._insert_fetch(source_id, fetch, entries=None, changes=0)
             self._update_source(source_id, fetch, title=None, changed=False)
@@ -185,6 +260,7 @@ class Store(DeliveryQueries):
 
         All of it is one transaction. Returns the ids of the ``changes`` rows.
         """
+        self.flush()
         source = self.source(source_id)
         with self.db.atomic():
             fetch_id = self._insert_fetch(source_id, fetch, len(snapshots), len(changes))
@@ -197,16 +273,7 @@ class Store(DeliveryQueries):
     def _insert_fetch(
         self, source_id: int, fetch: FetchRecord, entries: int | None, changes: int
     ) -> int:
-        cur = self.db.execute(
-            "INSERT INTO fetches (source_id, started_at, url, final_url, status, outcome, bytes,"
-            " duration_ms, etag, last_modified, error, entries, changes)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                source_id, fetch.started_at, fetch.url, fetch.final_url, fetch.status,
-                fetch.outcome, fetch.bytes, fetch.duration_ms, fetch.etag, fetch.last_modified,
-                fetch.error, entries, changes,
-            ],
-        )  # fmt: skip
+        cur = self.db.execute(_INSERT_FETCH, _fetch_row(source_id, fetch, entries, changes))
         return int(cur.lastrowid or 0)
 
     def _update_source(
@@ -214,6 +281,7 @@ class Store(DeliveryQueries):
     ) -> None:
         now = now_db()
         before = self.source(source_id)
+        self._states[source_id] = _next_state(FetchState(*_state_columns(before)), fetch)
         if fetch.outcome == "error":
             failures = before["consecutive_failures"] + 1
             self.db.execute(
@@ -354,6 +422,41 @@ class _PollWriter:
             "UPDATE entries SET last_seen_at = ?, position = ? WHERE source_id = ? AND key = ?",
             [(self.at, i, self.source["id"], s.item.key) for i, s in enumerate(snapshots)],
         )
+
+
+_INSERT_FETCH = (
+    "INSERT INTO fetches (source_id, started_at, url, final_url, status, outcome, bytes,"
+    " duration_ms, etag, last_modified, error, entries, changes)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _fetch_row(
+    source_id: int, fetch: FetchRecord, entries: int | None, changes: int
+) -> tuple[Any, ...]:
+    return (
+        source_id, fetch.started_at, fetch.url, fetch.final_url, fetch.status, fetch.outcome,
+        fetch.bytes, fetch.duration_ms, fetch.etag, fetch.last_modified, fetch.error, entries,
+        changes,
+    )  # fmt: skip
+
+
+def _state_columns(source: dict[str, Any]) -> tuple[Any, ...]:
+    names = ("url", "etag", "last_modified", "body_sha256", "consecutive_failures")
+    return tuple(source[n] for n in names)
+
+
+def _next_state(state: FetchState, fetch: FetchRecord) -> FetchState:
+    """The fetch state after ``fetch`` was recorded (mirrors ``_update_source``)."""
+    if fetch.outcome == "error":
+        return dataclasses.replace(state, consecutive_failures=state.consecutive_failures + 1)
+    return FetchState(
+        url=fetch.moved_to or state.url,
+        etag=fetch.etag,
+        last_modified=fetch.last_modified,
+        body_sha256=fetch.body_sha256 or state.body_sha256,
+        consecutive_failures=0,
+    )
 
 
 def _known(row: tuple[Any, ...]) -> Known:

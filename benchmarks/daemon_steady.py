@@ -1,0 +1,121 @@
+"""Steady-state cost of the daemon at N sources that answer 304.
+
+    python benchmarks/daemon_steady.py --feeds 10000 --interval 30 --cycles 3
+
+Starts benchmarks/feedserver.py with N feeds, fills a fresh database with one
+cold ``aggregator poll``, then runs ``aggregator run`` with every source on a
+fixed ``interval`` (``adaptive = false``; scaled down from 5 minutes so a run is
+short) and, after one warm-up interval, samples the daemon's CPU time and RSS
+from /proc for ``cycles`` intervals. Prints CPU seconds per cycle (one poll of
+every source), the share of one core that is at a 5-minute interval, requests
+seen by the server, and the peak RSS during the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.request import urlopen
+
+ROOT = Path(__file__).resolve().parent.parent
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def proc_rss_mb(pid: int) -> float:
+    """Resident set size of ``pid`` in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def requests(base: str) -> int:
+    with urlopen(base + "/_requests", timeout=30) as r:  # our own loopback server
+        return int(r.read())
+
+
+def write_config(path: Path, db: Path, base: str, feeds: int, interval: float) -> None:
+    lines = [
+        f'[storage]\ndatabase = "{db}"\n',
+        '[fetch]\nconcurrency = 4\nper_host = 4\ntimeout = "60s"\n',
+        f"[schedule]\nstartup_spread = {interval}\n",
+    ]
+    lines += [
+        f'[[sources]]\nname = "f{i}"\nurl = "{base}/feed/{i}.xml"\n'
+        f"interval = {interval}\nadaptive = false\n"
+        for i in range(feeds)
+    ]
+    path.write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--feeds", type=int, default=10000)
+    parser.add_argument("--interval", type=float, default=30.0)
+    parser.add_argument("--cycles", type=int, default=3)
+    args = parser.parse_args()
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks/feedserver.py"), "--feeds", str(args.feeds)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    base = f"http://127.0.0.1:{server.stdout.readline().strip()}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "aggregator"]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Path(tmp) / "daemon.toml"
+            write_config(config, Path(tmp) / "d.db", base, args.feeds, args.interval)
+            started = time.perf_counter()
+            subprocess.run(
+                [*cmd, "poll", "--config", str(config), "--log-level", "warning"],
+                check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            print(f"cold poll of {args.feeds} sources: {time.perf_counter() - started:.0f} s")
+            daemon = subprocess.Popen(
+                [*cmd, "run", "--config", str(config), "--log-level", "warning"],
+                env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                measure(daemon.pid, base, args)
+            finally:
+                daemon.terminate()
+                daemon.wait(60)
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def measure(pid: int, base: str, args: argparse.Namespace) -> None:
+    """Sample CPU and RSS of the daemon over ``cycles`` intervals after a warm-up."""
+    time.sleep(args.interval * 1.5)
+    cpu0, req0, t0 = proc_cpu(pid), requests(base), time.monotonic()
+    peak = 0.0
+    while time.monotonic() - t0 < args.interval * args.cycles:
+        peak = max(peak, proc_rss_mb(pid))
+        time.sleep(1.0)
+    cpu, reqs = proc_cpu(pid) - cpu0, requests(base) - req0
+    wall = time.monotonic() - t0
+    cycles = reqs / args.feeds
+    per_cycle = cpu / cycles if cycles else float("nan")
+    print(f"window {wall:.0f} s: {reqs} requests ({cycles:.2f} cycles), daemon CPU {cpu:.1f} s")
+    print(f"CPU per cycle (every source once): {per_cycle:.1f} s")
+    print(f"  = {1000 * per_cycle / args.feeds:.2f} ms per source")
+    print(f"  = {100 * per_cycle / 300:.1f}% of one core at a 5-minute interval")
+    print(f"daemon RSS: {proc_rss_mb(pid):.0f} MB now, {peak:.0f} MB peak in the window")
+
+
+if __name__ == "__main__":
+    main()
