@@ -46,16 +46,6 @@ def source_states(store: Store) -> dict[str, SourceState]:
     return {row[1]: _state(row) for row in rows}
 
 
-def source_state(store: Store, source_id: int) -> SourceState:
-    """The scheduling state of one source."""
-    row = store.db.execute(
-        "SELECT id, name, url, config_url, next_check_at, last_fetch_at, interval_now_seconds,"
-        " consecutive_failures, gone_at IS NOT NULL AND gone_url = url FROM sources WHERE id = ?",
-        [source_id],
-    ).fetchone()
-    return _state(row)
-
-
 def _state(row: tuple[Any, ...]) -> SourceState:
     return SourceState(
         source_id=row[0],
