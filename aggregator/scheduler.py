@@ -1,10 +1,12 @@
 """The daemon: polls each source when it is due, politely, until SIGTERM.
 
-Each source has one APScheduler job (``source:<name>``, a one-shot
-``DateTrigger``) that polls it and then plans its own next run from
-``aggregator.schedule_policy``; the plan is written to ``sources.next_check_at``
-so a restart picks up where it left off instead of making everything due.
-Jobs are never skipped for being late (``misfire_grace_time=None``).
+Every source's next check is a plan in one ``DueQueue``; a single APScheduler
+job (``sources``) fires when plans come due and starts those checks. Each check
+plans its own next one from ``aggregator.schedule_policy``, using the store's
+cached fetch state (no database round trip); the plan goes to
+``sources.next_check_at`` with the store's next batched write (within seconds,
+at the latest with the heartbeat), so a restart picks up where it left off
+instead of making everything due. Checks are never skipped for being late.
 
 Signals: SIGTERM/SIGINT stop scheduling, give in-flight polls
 ``[schedule] shutdown_grace`` seconds, cancel the rest and close the database.
@@ -22,13 +24,12 @@ import random
 import signal
 import time
 from collections.abc import Coroutine
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.date import DateTrigger
 
 from aggregator import config as config_mod
 from aggregator import schedule_policy as policy
@@ -39,10 +40,10 @@ from aggregator.errors import ConfigError
 from aggregator.fetch import Fetcher
 from aggregator.notify.worker import DeliveryWorker
 from aggregator.pipeline import Pipeline, PollResult
+from aggregator.schedule_queue import DueQueue, epoch_now
 from aggregator.store import scheduling
-from aggregator.store.scheduling import SourceState
 from aggregator.store.thread import StoreThread
-from aggregator.timeutil import now_db, utcnow
+from aggregator.timeutil import now_db, to_db, utcnow
 
 log = structlog.get_logger("aggregator.scheduler")
 
@@ -52,6 +53,9 @@ RETENTION_EVERY = 3600.0
 
 #: Seconds between heartbeats (``daemon_state`` row and systemd ``STATUS=``).
 HEARTBEAT = 10.0
+
+#: The APScheduler job that starts the checks whose plans are due.
+SOURCES_JOB = "sources"
 
 
 def bounds_for(source: SourceConfig, config: Config) -> policy.Bounds:
@@ -72,6 +76,10 @@ class Daemon:
     def __init__(self, config: Config, *, handle_signals: bool = True) -> None:
         self.config = config
         self.handle_signals = handle_signals
+        self.queue = DueQueue()
+        #: The adaptive interval each planned source is at (``sources.interval_now_seconds``).
+        self.intervals: dict[str, float] = {}
+        self.checking: set[str] = set()
         self.scheduler = AsyncIOScheduler(
             timezone="UTC",
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
@@ -87,9 +95,19 @@ class Daemon:
         self.started_at = now_db()
 
     @property
+    def config(self) -> Config:
+        """The config in force (replaced by a reload)."""
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        self._config = config
+        self._sources = {s.name: s for s in config.sources if s.enabled}
+
+    @property
     def sources(self) -> dict[str, SourceConfig]:
         """The enabled sources of the current config, by name."""
-        return {s.name: s for s in self.config.sources if s.enabled}
+        return self._sources
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT (or ``stop()``), then shut down cleanly."""
@@ -101,13 +119,17 @@ class Daemon:
                 self.pipeline = Pipeline(self.config, self.store, fetcher)
                 await self.pipeline.sync()
                 self._install_signals()
+                self.scheduler.add_job(
+                    self._dispatch, self.queue, id=SOURCES_JOB, name=SOURCES_JOB,
+                    next_run_time=self.queue.park(epoch_now()),
+                )  # fmt: skip
                 await self.schedule_sources()
                 self.schedule_digests()
                 self.delivery = await DeliveryWorker(self.config, self.store).start(self.stopping)
                 self.scheduler.start()
                 summary = await self._heartbeat("running")
                 sdnotify.notify("READY=1", f"STATUS={summary}")
-                log.info("daemon.started", sources=len(self.scheduler.get_jobs()), pid=os.getpid())
+                log.info("daemon.started", sources=len(self.queue), pid=os.getpid())
                 # Extra background tasks start here (they are cancelled in _drain).
                 self.start_task(self._heartbeat_loop())
                 self.start_task(self._watchdog_loop())
@@ -136,6 +158,7 @@ class Daemon:
         assert self.store is not None
         states = await self.store.call(scheduling.source_states, self.store.store)
         now = utcnow()
+        store = self.store.store
         plans = []
         for name, source in self.sources.items():
             if names is not None and name not in names:
@@ -152,26 +175,37 @@ class Daemon:
                 spread=self.config.schedule.startup_spread,
                 rng=self.rng,
             )
-            at = self._plan(name, delay)
-            plans.append((state.source_id, at, state.interval_now or source.interval, "start-up"))
+            at = _as_datetime(self._plan(name, delay))
+            interval = self.intervals[name] = state.interval_now or source.interval
+            plans.append((state.source_id, at, interval, "start-up"))
         self._update_network_hosts()
-        await self.store.call(scheduling.save_schedules, self.store.store, plans)
+        await self.store.call(scheduling.save_schedules, store, plans)
 
-    def _plan(self, name: str, delay: float) -> datetime:
-        run_at = utcnow() + timedelta(seconds=max(delay, 0.0))
-        self.scheduler.add_job(
-            self._job,
-            DateTrigger(run_date=run_at),
-            args=[name],
-            id=f"source:{name}",
-            name=name,
-            replace_existing=True,
-        )
-        return run_at
+    def _plan(self, name: str, delay: float) -> float:
+        """Plan the check of ``name`` in ``delay`` seconds; returns its due time (epoch)."""
+        due = epoch_now() + max(delay, 0.0)
+        self.queue.plan(name, due)
+        if due < self.queue.armed:  # earlier than the job's next run: bring it forward
+            self.queue.armed = due
+            self.scheduler.modify_job(SOURCES_JOB, next_run_time=_as_datetime(due))
+        return due
 
     def _unplan(self, name: str) -> None:
-        with contextlib.suppress(Exception):  # JobLookupError: not planned right now
-            self.scheduler.remove_job(f"source:{name}")
+        self.queue.forget(name)
+        self.intervals.pop(name, None)
+
+    async def _dispatch(self) -> None:
+        """The ``sources`` job: start the check of every source whose plan is due."""
+        loop = asyncio.get_running_loop()
+        for name in self.queue.pop_ready():
+            if name in self.checking:  # re-planned by a reload mid-check: that check plans next
+                continue
+            task = loop.create_task(self._job(name))
+            self.inflight[task] = name
+            task.add_done_callback(self._check_done)
+
+    def _check_done(self, task: asyncio.Task[Any]) -> None:
+        self.inflight.pop(task, None)
 
     def _update_network_hosts(self) -> None:
         hosts = {urlsplit(s.url).hostname for s in self.sources.values()}
@@ -179,10 +213,9 @@ class Daemon:
 
     async def _job(self, name: str) -> None:
         source = self.sources.get(name)
-        task = asyncio.current_task()
-        if source is None or self.stopping.is_set() or task is None:
+        if source is None or self.stopping.is_set():
             return
-        self.inflight[task] = name
+        self.checking.add(name)
         try:
             await self._check(source)
         except Exception as exc:  # a bug must not end this source's polling
@@ -190,53 +223,59 @@ class Daemon:
             if not self.stopping.is_set():
                 self._plan(name, source.interval)
         finally:
-            self.inflight.pop(task, None)
+            self.checking.discard(name)
 
     async def _check(self, source: SourceConfig) -> None:
         assert self.store is not None and self.pipeline is not None
         store = self.store.store
-        source_id = self.pipeline.source_ids[source.name]
-        before = await self.store.call(scheduling.source_state, store, source_id)
+        name = source.name
+        source_id = self.pipeline.source_ids[name]
+        interval_now = self.intervals.get(name)
         clock = time.monotonic()
         if self.network.is_down(clock) and not self.network.take_probe(clock):
             delay = policy.jittered(self.network.probe_interval, self.rng)
-            await self._save(before, delay, before.interval_now, "network down: waiting")
+            self._save(name, source_id, delay, interval_now, "network down: waiting")
             return
+        before = store.fetch_state(source_id)  # the store's cache: no round trip
+        before_url = before.url if before is not None else source.url
         result = await self.pipeline.poll(source)
-        after = await self.store.call(scheduling.source_state, store, source_id)
-        if after.url != before.url and after.config_url == before.config_url:
-            log.warning("source.moved", source=source.name, old_url=before.url, new_url=after.url)
-            await self.store.call(scheduling.note_moved, store, source_id, before.url)
+        after = store.fetch_state(source_id)
+        current = self.sources.get(name)
+        new_url = after.url if after is not None else before_url
+        if new_url != before_url and current is not None and current.url == source.url:
+            # a permanent redirect (not the user re-pointing the source in a reload)
+            log.warning("source.moved", source=name, old_url=before_url, new_url=new_url)
+            await self.store.call(scheduling.note_moved, store, source_id, before_url)
         transport = policy.is_transport_error(result.status, result.error)
-        host = urlsplit(before.url).hostname or ""
+        host = urlsplit(before_url).hostname or ""
         self.network.record(time.monotonic(), host, ok=result.ok, transport_error=transport)
-        if self.stopping.is_set() or source.name not in self.sources:
+        if self.stopping.is_set() or current is None:
             return  # removed by a reload meanwhile, or shutting down
-        current = self.sources[source.name]
+        failures = after.consecutive_failures if after is not None else 0
         decision = policy.decide(
             bounds_for(current, self.config),
-            before.interval_now,
-            _observation(result, after.failures, transport),
+            interval_now,
+            _observation(result, failures, transport),
             network_down=self.network.is_down(time.monotonic()),
         )
         if decision.gone:
-            log.error("source.gone", source=source.name, url=after.url, error=result.error)
+            log.error("source.gone", source=name, url=new_url, error=result.error)
+            self._unplan(name)
             await self.store.call(scheduling.mark_gone, store, source_id, result.error)
             return
         delay = policy.jittered(decision.delay, self.rng)
         delay = policy.skip_hours_delay(utcnow(), delay, result.skip_hours)
-        await self._save(after, delay, decision.interval, decision.reason)
+        self._save(name, source_id, delay, decision.interval, decision.reason)
 
-    async def _save(
-        self, state: SourceState, delay: float, interval: float | None, reason: str
+    def _save(
+        self, name: str, source_id: int, delay: float, interval: float | None, reason: str
     ) -> None:
+        """Plan the next check and hand it to the store's next batched write."""
         assert self.store is not None
-        at = self._plan(state.name, delay)
-        interval = interval or self.sources[state.name].interval
-        await self.store.call(
-            scheduling.save_schedule, self.store.store, state.source_id, at, interval, reason
-        )
-        log.debug("schedule.next", source=state.name, delay=round(delay, 1), reason=reason)
+        at = self._plan(name, delay)
+        interval = self.intervals[name] = interval or self.sources[name].interval
+        self.store.store.plan_check(source_id, to_db(_as_datetime(at)), interval, reason)
+        log.debug("schedule.next", source=name, delay=round(delay, 1), reason=reason)
 
     def schedule_digests(self) -> None:
         """One cron job per ``[[digests]]`` entry; each enqueues its digest in the outbox."""
@@ -380,6 +419,10 @@ class Daemon:
             await self.delivery.stop(self.config.schedule.shutdown_grace)
         with contextlib.suppress(Exception):
             await self._heartbeat("stopped")
+
+
+def _as_datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
 
 
 def _observation(result: PollResult, failures: int, transport: bool) -> policy.Observation:

@@ -1,17 +1,26 @@
 """``apprise``: any Apprise URL (Slack, Discord, Telegram, Matrix, ntfy, json://, ...).
 
-Apprise does not say why a target failed, so every failure is retried.
+Apprise does not say why a target failed, so every failure is retried. The
+library is imported on first use (~10 MB a daemon without such a sink never needs).
 """
 
 from __future__ import annotations
 
+import functools
+from types import ModuleType
 from typing import Any
 
-import apprise as apprise_lib
 from pydantic import field_validator
 
 from aggregator.notify import render
 from aggregator.notify.base import DeliveryError, Options, Sink
+
+
+@functools.cache
+def _apprise() -> ModuleType:
+    import apprise
+
+    return apprise
 
 
 class AppriseOptions(Options):
@@ -22,7 +31,7 @@ class AppriseOptions(Options):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not apprise_lib.Apprise().add(value):
+        if not _apprise().Apprise().add(value):
             raise ValueError(f"not a URL Apprise understands: {value.split('://')[0]}://...")
         return value
 
@@ -35,16 +44,15 @@ class AppriseSink(Sink):
 
     def __init__(self, name: str, options: AppriseOptions) -> None:
         super().__init__(name, options)
-        self.apprise = apprise_lib.Apprise()
+        self.apprise = _apprise().Apprise()
         self.apprise.add(options.url)
 
     async def send(self, event: dict[str, Any], raw: str) -> None:
         """Notify; a falsy result means the target failed."""
-        kind = apprise_lib.NotifyType.FAILURE if event.get("type") == "source.failing" else None
+        types = _apprise().NotifyType
+        kind = types.FAILURE if event.get("type") == "source.failing" else types.INFO
         ok = await self.apprise.async_notify(
-            title=render.subject(event),
-            body=render.text(event),
-            notify_type=kind or apprise_lib.NotifyType.INFO,
+            title=render.subject(event), body=render.text(event), notify_type=kind
         )
         if not ok:
             raise DeliveryError("Apprise could not deliver to the target (see its log)")

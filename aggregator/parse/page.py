@@ -11,19 +11,19 @@ rewritten ones.
 
 trafilatura is called deterministically: ``deduplicate`` off (its cache is
 process-wide and changes output over repeated calls), and the signal-based
-extraction timeout off, because we run off the main thread.
+extraction timeout off, because we run off the main thread. It is imported on
+first use (it pulls in numpy and more, ~15 MB a daemon of feeds never needs).
 """
 
 from __future__ import annotations
 
+import functools
 import html
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import trafilatura
 from pydantic import BaseModel, ConfigDict, field_validator
 from selectolax.lexbor import LexborHTMLParser
-from trafilatura.settings import use_config
 
 from aggregator.errors import ParseError
 from aggregator.models import Item, Parsed
@@ -48,8 +48,16 @@ ARTICLE_TYPES = ("NewsArticle", "Article", "ReportageNewsArticle", "AnalysisNews
 #: or trafilatura's fallback picking up navigation): the poll fails instead.
 MIN_TEXT_CHARS = 50
 
-_CONFIG = use_config()
-_CONFIG.set("DEFAULT", "EXTRACTION_TIMEOUT", "0")
+
+@functools.cache
+def _trafilatura() -> tuple[Any, Any]:
+    """trafilatura's ``bare_extraction`` and our config for it (imported on first use)."""
+    import trafilatura
+    from trafilatura.settings import use_config
+
+    config = use_config()
+    config.set("DEFAULT", "EXTRACTION_TIMEOUT", "0")
+    return trafilatura.bare_extraction, config
 
 
 class PageOptions(BaseModel):
@@ -105,14 +113,15 @@ def read_article(
     nodes, warnings = json_ld(tree)
     article = next((n for n in nodes if has_type(n, *ARTICLE_TYPES) and n.get("headline")), {})
     markup = _scoped_html(tree, options.scope)
-    extracted = trafilatura.bare_extraction(
+    bare_extraction, config = _trafilatura()
+    extracted = bare_extraction(
         markup,
         url=url,
         with_metadata=True,
         include_comments=False,
         include_tables=True,
         deduplicate=False,
-        config=_CONFIG,
+        config=config,
     )
     doc: Any = extracted if extracted is not None else None
     text = (getattr(doc, "text", "") or "") if doc is not None else ""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -106,6 +107,10 @@ class Store(DeliveryQueries):
         self._states: dict[int, FetchState] = {}
         self._pending: list[tuple[int, FetchRecord, str]] = []
         self._pending_since = 0.0
+        # Planned checks (next_check_at, interval, reason) by source id, written with
+        # the batch above; ``plan_check`` may be called from any thread.
+        self._plans: dict[int, tuple[str, float, str]] = {}
+        self._plans_lock = threading.Lock()
 
     @classmethod
     def open(cls, path: str | Path, *, failing_after: int = 3) -> Store:
@@ -225,9 +230,24 @@ class Store(DeliveryQueries):
         ):
             self.flush()
 
+    def plan_check(self, source_id: int, next_check_at: str, interval: float, reason: str) -> None:
+        """Remember the source's next planned check; written with the next batch (any thread).
+
+        A kill -9 can lose the latest plan (start-up spreads overdue sources anyway).
+        """
+        with self._plans_lock:
+            self._plans[source_id] = (next_check_at, interval, reason)
+
+    def drop_plan(self, source_id: int) -> None:
+        """Forget a planned check that was not written yet (any thread)."""
+        with self._plans_lock:
+            self._plans.pop(source_id, None)
+
     def flush(self) -> None:
-        """Write the pending unchanged-poll rows in one transaction."""
-        if not self._pending:
+        """Write the pending unchanged-poll rows and planned checks in one transaction."""
+        with self._plans_lock:
+            plans, self._plans = self._plans, {}
+        if not self._pending and not plans:
             return
         pending, self._pending = self._pending, []
         with self.db.atomic():
@@ -238,6 +258,11 @@ class Store(DeliveryQueries):
                 "UPDATE sources SET last_fetch_at = ?, last_success_at = ?, etag = ?,"
                 " last_modified = ? WHERE id = ?",
                 [(at, at, f.etag, f.last_modified, i) for i, f, at in pending],
+            )
+            self.db.conn.executemany(
+                "UPDATE sources SET next_check_at = ?, interval_now_seconds = ?,"
+                " schedule_reason = ? WHERE id = ?",
+                [(*plan, i) for i, plan in plans.items()],
             )
 
     def record_fetch(self, source_id: int, fetch: FetchRecord) -> int:

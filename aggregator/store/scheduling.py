@@ -36,23 +36,14 @@ class SourceState:
 
 
 def source_states(store: Store) -> dict[str, SourceState]:
-    """The scheduling state of every active source, by name."""
+    """The scheduling state of every active source, by name (batched plans written first)."""
+    store.flush()
     rows = store.db.execute(
         "SELECT id, name, url, config_url, next_check_at, last_fetch_at, interval_now_seconds,"
         " consecutive_failures, gone_at IS NOT NULL AND gone_url = url FROM sources"
         " WHERE active = 1"
     ).fetchall()
     return {row[1]: _state(row) for row in rows}
-
-
-def source_state(store: Store, source_id: int) -> SourceState:
-    """The scheduling state of one source."""
-    row = store.db.execute(
-        "SELECT id, name, url, config_url, next_check_at, last_fetch_at, interval_now_seconds,"
-        " consecutive_failures, gone_at IS NOT NULL AND gone_url = url FROM sources WHERE id = ?",
-        [source_id],
-    ).fetchone()
-    return _state(row)
 
 
 def _state(row: tuple[Any, ...]) -> SourceState:
@@ -81,7 +72,8 @@ def save_schedule(
 
 
 def save_schedules(store: Store, plans: list[tuple[int, datetime, float, str]]) -> None:
-    """``save_schedule`` for many sources in one transaction."""
+    """``save_schedule`` for many sources in one transaction (after any batched plans)."""
+    store.flush()
     with store.db.atomic():
         for source_id, at, interval, reason in plans:
             save_schedule(store, source_id, at, interval, reason)
@@ -89,6 +81,7 @@ def save_schedules(store: Store, plans: list[tuple[int, datetime, float, str]]) 
 
 def reset_schedules(store: Store, source_ids: list[int]) -> None:
     """Forget the planned check and adaptive interval (their config changed)."""
+    store.flush()
     with store.db.atomic():
         for source_id in source_ids:
             store.db.execute(
@@ -112,6 +105,8 @@ def mark_gone(store: Store, source_id: int, error: str | None) -> None:
     its threshold; this one does not raise it twice.
     """
     now = now_db()
+    store.drop_plan(source_id)
+    store.flush()
     before = store.source(source_id)
     with store.db.atomic():
         store.db.execute(
@@ -135,7 +130,8 @@ def write_daemon_state(
     inflight: list[str],
     network: str,
 ) -> None:
-    """Upsert the single ``daemon_state`` row (the daemon's heartbeat)."""
+    """Upsert the single ``daemon_state`` row (the daemon's heartbeat); writes batched rows."""
+    store.flush()
     store.db.execute(
         "INSERT INTO daemon_state (id, pid, state, started_at, heartbeat_at, config_path,"
         " summary, inflight, network) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)"
