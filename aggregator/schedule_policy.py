@@ -83,6 +83,16 @@ def default_bounds(
     return Bounds(interval, min(low, interval), max(high, interval), **kwargs)  # type: ignore[arg-type]
 
 
+#: Seconds of start-up window per source being planned (so a handful of sources start at
+#: once, and thousands are spread over the whole ``startup_spread``).
+STARTUP_PER_SOURCE = 0.5
+
+
+def startup_window(spread: float, sources: int) -> float:
+    """The window over which ``sources`` overdue or new sources are spread at start-up."""
+    return min(spread, max(1.0, sources * STARTUP_PER_SOURCE))
+
+
 def initial_delay(
     *,
     now: datetime,

@@ -160,6 +160,8 @@ class Daemon:
         now = utcnow()
         store = self.store.store
         plans = []
+        chosen = [n for n in self.sources if names is None or n in names]
+        spread = policy.startup_window(self.config.schedule.startup_spread, len(chosen))
         for name, source in self.sources.items():
             if names is not None and name not in names:
                 continue
@@ -172,7 +174,7 @@ class Daemon:
                 bounds=bounds_for(source, self.config),
                 next_check_at=state.next_check_at,
                 last_fetch_at=state.last_fetch_at,
-                spread=self.config.schedule.startup_spread,
+                spread=spread,
                 rng=self.rng,
             )
             at = _as_datetime(self._plan(name, delay))

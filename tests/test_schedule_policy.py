@@ -155,3 +155,12 @@ def test_transport_errors_are_told_apart_from_http_and_parse_errors() -> None:
     assert p.is_transport_error(None, "timed out: no complete response within 30s")
     assert not p.is_transport_error(503, "HTTP 503 service unavailable")
     assert not p.is_transport_error(None, "response too large: more than 5 bytes")
+
+
+def test_startup_window_grows_with_the_number_of_sources() -> None:
+    """A few sources start within a second; thousands are spread over the whole window."""
+    from aggregator.schedule_policy import startup_window
+
+    assert startup_window(300, 2) == 1.0
+    assert startup_window(300, 100) == 50.0
+    assert startup_window(300, 10_000) == 300
