@@ -107,7 +107,10 @@ def _walk(node: ET.Element, folders: list[str], out: list[Outline]) -> None:
 
 
 def write_opml(sources: list[dict[str, Any]], title: str = "aggregator sources") -> str:
-    """An OPML 2.0 document; a source's first tag becomes its folder."""
+    """An OPML 2.0 document; a source's first tag becomes its folder.
+
+    Feeds are ``type="rss"`` outlines; live blogs and pages are ``type="link"``.
+    """
     root = ET.Element("opml", version="2.0")
     head = ET.SubElement(root, "head")
     ET.SubElement(head, "title").text = title
@@ -120,13 +123,10 @@ def write_opml(sources: list[dict[str, Any]], title: str = "aggregator sources")
             if tag not in folders:
                 folders[tag] = ET.SubElement(body, "outline", text=tag, title=tag)
             parent = folders[tag]
-        ET.SubElement(
-            parent,
-            "outline",
-            type="rss",
-            text=source["name"],
-            title=source["name"],
-            xmlUrl=source["url"],
-        )
+        if source.get("kind", "feed") == "feed":
+            attrs = {"type": "rss", "xmlUrl": source["url"]}
+        else:  # a live blog or page is no feed: OPML's plain link, so readers skip it
+            attrs = {"type": "link", "url": source["url"]}
+        ET.SubElement(parent, "outline", text=source["name"], title=source["name"], **attrs)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")

@@ -40,7 +40,7 @@ def change_event(
     """
     before = change.previous.texts if change.previous else {}
     after = change.snapshot.texts if change.snapshot else before
-    url = (change.snapshot.item.link if change.snapshot else "") or before.get("link", "")
+    url = after.get("link") or before.get("link", "")  # canonical: tracking parameters removed
     return {
         "id": new_event_id(),
         "type": "change",

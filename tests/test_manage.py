@@ -84,8 +84,27 @@ def test_add_refuses_a_page_without_a_feed(harness: Harness) -> None:
     before = harness.config_path.read_text()
     harness.server.serve("/plain", "<html><body>nothing</body></html>", content_type="text/html")
     code, out = cli(harness, "add", harness.server.url("/plain"))
-    assert code == 1 and "no feed or live blog found" in out
+    assert code == 1 and "no feed or live blog found" in out and "--kind page" in out
     assert harness.config_path.read_text() == before
+
+
+def test_add_kind_page_tracks_one_article_and_export_marks_it_as_a_link(
+    harness: Harness,
+) -> None:
+    """add --kind page follows the page itself; export-opml lists it as a link, not a feed."""
+    harness.config()
+    article = (
+        "<html><head><title>Talks end</title></head><body><article><h1>Talks end</h1>"
+        + "".join(f"<p>Paragraph {i} of the report on the talks in Antalya.</p>" for i in range(6))
+        + "</article></body></html>"
+    )
+    harness.server.serve("/report", article, content_type="text/html")
+    code, out = cli(harness, "add", harness.server.url("/report"), "--kind", "page")
+    assert code == 0, out
+    [source] = config_mod.load(harness.config_path).sources
+    assert (source.kind, source.url) == ("page", harness.server.url("/report"))
+    code, out = cli(harness, "export-opml")
+    assert f'type="link" url="{harness.server.url("/report")}"' in out and "xmlUrl" not in out
 
 
 def test_status_reports_the_daemon_and_each_source(harness: Harness) -> None:

@@ -22,6 +22,12 @@ from aggregator.parse import PARSERS, get_parser
 @click.option("--name", help="Name for the source (default: host and path of the feed).")
 @click.option("--tag", "tags", multiple=True, help="Tag to add (repeatable).")
 @click.option("--interval", help="Polling interval, e.g. 10m (default: [defaults] or 15m).")
+@click.option(
+    "--kind",
+    type=click.Choice(["feed", "liveblog", "page"]),
+    help="Track URL itself as this kind instead of discovering (e.g. --kind page for one"
+    " evolving article).",
+)
 @handles_errors
 def add_command(
     config_path: str | None,
@@ -31,15 +37,17 @@ def add_command(
     name: str | None,
     tags: tuple[str, ...],
     interval: str | None,
+    kind: str | None,
 ) -> None:
     """Add URL as a source: a feed, or a page whose feed or live blog is discovered.
 
     An HTML page is searched for <link rel="alternate"> feeds, then for a JSON-LD
-    LiveBlogPosting. The result is fetched once to check it works, then appended
-    to the config file.
+    LiveBlogPosting. With --kind, URL itself is checked as that kind (--kind page
+    tracks one evolving article). The result is fetched once to check it works,
+    then appended to the config file.
     """
     config = load_config(config_path, database, log_level)
-    found = asyncio.run(resolve(config, url))
+    found = asyncio.run(check_as(config, url, kind) if kind else resolve(config, url))
     if any(s.url == found.url for s in config.sources):
         fail(f"{found.url} is already configured", code=1)
     source: dict[str, Any] = {"name": name or name_from_url(found.url), "url": found.url}
@@ -71,7 +79,23 @@ async def resolve(config: Config, url: str) -> discover.Found:
             if _reads_as(response, "liveblog"):
                 return discover.Found(response.final_url, "liveblog")
     tried = f" (tried {', '.join(link.url for link in links)})" if links else ""
-    raise ConfigError(f"{url}: no feed or live blog found{tried}")
+    raise ConfigError(
+        f"{url}: no feed or live blog found{tried}; to follow this page itself as one"
+        " evolving article, use --kind page"
+    )
+
+
+async def check_as(config: Config, url: str, kind: str) -> discover.Found:
+    """Fetch ``url`` once and check it reads as ``kind``."""
+    async with Fetcher(config.fetch) as fetcher:
+        response = await fetcher.fetch(url)
+    try:
+        get_parser(kind).parse(
+            response.body, url=response.final_url, headers=response.headers, options=None
+        )
+    except AggregatorError as exc:
+        raise ConfigError(f"{url} does not read as kind {kind!r}: {exc}") from None
+    return discover.Found(response.final_url, kind)
 
 
 def _reads_as(response: Response, kind: str) -> bool:
@@ -146,7 +170,7 @@ def _unique(name: str, taken: set[str]) -> str:
 def export_opml_command(config_path: str | None, database: str | None, log_level: str) -> None:
     """Print the configured sources as OPML (a source's first tag is its folder)."""
     config = load_config(config_path, database, log_level)
-    rows = [{"name": s.name, "url": s.url, "tags": s.tags} for s in config.sources]
+    rows = [{"name": s.name, "url": s.url, "kind": s.kind, "tags": s.tags} for s in config.sources]
     click.echo(discover.write_opml(rows))
 
 

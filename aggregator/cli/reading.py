@@ -79,6 +79,16 @@ def window(since: str | None, start: str | None, end: str | None) -> tuple[str, 
     return ago(seconds), until
 
 
+def _mode_for(target: Path) -> int:
+    """The existing file's permissions, else the usual ones under the current umask."""
+    try:
+        return target.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_atomically(path: str, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename (never half-written)."""
     target = Path(path)
@@ -87,6 +97,7 @@ def write_atomically(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        Path(tmp).chmod(_mode_for(target))  # mkstemp makes 0600; keep what a reader expects
         Path(tmp).replace(target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
