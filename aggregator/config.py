@@ -335,7 +335,21 @@ def load(path: str | Path) -> Config:
     included = _included_sources(path, raw)
     if included:
         raw = {**raw, "sources": [*raw.get("sources", []), *included]}
-    return parse(raw, str(path))
+    return parse(_database_beside(path, raw), str(path))
+
+
+def _database_beside(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """A relative ``[storage] database`` is relative to the config file, like ``include``.
+
+    So cron, systemd and a shell in another directory all use the same database.
+    """
+    storage = raw.get("storage")
+    if not isinstance(storage, dict) or not isinstance(storage.get("database"), str):
+        return raw
+    database = Path(storage["database"]).expanduser()
+    if not database.is_absolute():
+        database = path.parent / database
+    return {**raw, "storage": {**storage, "database": str(database)}}
 
 
 def included_files(path: Path, patterns: Any) -> list[Path]:

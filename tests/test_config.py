@@ -141,3 +141,18 @@ def test_poll_with_unwritable_database_exits_non_zero(tmp_path: Path) -> None:
     proc = run_cli("poll", "--config", "c.toml", cwd=tmp_path)
     assert proc.returncode == 1
     assert "cannot open database" in proc.stderr
+
+
+def test_relative_database_is_beside_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cron or systemd running from another directory still find the same database."""
+    (tmp_path / "etc").mkdir()
+    path = tmp_path / "etc" / "aggregator.toml"
+    path.write_text('[storage]\ndatabase = "history.db"\n')
+    monkeypatch.chdir(tmp_path)
+    assert config.load(path).storage.database == str(tmp_path / "etc" / "history.db")
+    path.write_text("")
+    monkeypatch.delenv("AGGREGATOR_DB", raising=False)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    assert config.load(path).storage.database == "aggregator.db"  # unset: the working directory

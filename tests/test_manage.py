@@ -125,7 +125,7 @@ def test_status_reports_the_daemon_and_each_source(harness: Harness) -> None:
     code, out = cli(harness, "status")
     assert code == 0, out
     lines = out.splitlines()
-    assert lines[0].startswith("daemon: stopped (pid ")
+    assert lines[0].startswith("daemon: stopped at ")
     assert lines[1].startswith("2 sources, 1 failing, last change ")
     assert lines[2].startswith("  bad: failing x") and "HTTP 404" in out
     assert any(line.startswith("  good: ok, next check ") for line in lines)

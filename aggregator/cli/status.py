@@ -50,6 +50,11 @@ def daemon_line(daemon: dict[str, Any] | None) -> str:
     state = daemon["state"]
     if state in ("running", "starting") and beat > 3 * HEARTBEAT:
         state = f"not responding (last heartbeat {ago_text(daemon['heartbeat_at'])})"
+    if daemon["state"] == "stopped":
+        return (
+            f"daemon: stopped at {daemon['heartbeat_at']} UTC"
+            f" (pid {daemon['pid']}, started {daemon['started_at']} UTC)"
+        )
     line = f"daemon: {state} (pid {daemon['pid']}) since {daemon['started_at']} UTC"
     if daemon["state"] == "running":
         line += f", heartbeat {ago_text(daemon['heartbeat_at'])}, network {daemon['network']}"
