@@ -29,6 +29,12 @@ def poll_command(
     recorded in the database and logged); non-zero only when it could not run.
     """
     config = load_config(config_path, database, log_level)
+    if not any(s.enabled for s in config.sources) and not names:
+        click.echo(
+            f"aggregator: {config.path} has no enabled [[sources]]: nothing to poll"
+            " (add one, e.g. `aggregator add URL`)",
+            err=True,
+        )
     results = asyncio.run(poll_once(config, names))
     click.echo(summarise(results))
 

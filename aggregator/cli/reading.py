@@ -71,7 +71,10 @@ def window(since: str | None, start: str | None, end: str | None) -> tuple[str, 
         raise click.UsageError("use either --since or --from/--to, not both")
     until = db_time(end, "--to") if end else now_db()
     if start:
-        return db_time(start, "--from"), until
+        begin = db_time(start, "--from")
+        if begin >= until:
+            raise click.BadParameter("--from must be earlier than --to", param_hint="--from")
+        return begin, until
     try:
         seconds = parse_duration(since or "24h")
     except ValueError as exc:
@@ -186,6 +189,11 @@ def diff_command(
     with open_reader(config_path, database) as reader:
         found = reader.resolve_entry(entry)
         versions = {v.version: v for v in reader.versions(found.id)}
+    if len(versions) == 1 and old is None:
+        raise click.UsageError(
+            f"entry {found.id} has only one version so far: nothing to diff"
+            f" (see it with `aggregator history {found.id}`)"
+        )
     new = new if new is not None else max(versions)
     old = old if old is not None else new - 1
     missing = [n for n in (new, old) if n not in versions]
