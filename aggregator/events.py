@@ -12,6 +12,7 @@ from typing import Any
 
 from aggregator.diff import short_diff, word_diff
 from aggregator.models import Change
+from aggregator.normalize import canonical_url
 
 EVENT_TYPES = ("change", "source.failing", "source.recovered", "digest")
 
@@ -40,7 +41,9 @@ def change_event(
     """
     before = change.previous.texts if change.previous else {}
     after = change.snapshot.texts if change.snapshot else before
-    url = after.get("link") or before.get("link", "")  # canonical: tracking parameters removed
+    link = change.snapshot.item.link if change.snapshot else ""
+    # tracking parameters removed, but a post's #anchor kept (it says which post)
+    url = canonical_url(link, keep_fragment=True) if link else before.get("link", "")
     return {
         "id": new_event_id(),
         "type": "change",

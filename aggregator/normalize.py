@@ -63,11 +63,12 @@ VOLATILE_PATTERNS: tuple[re.Pattern[str], ...] = (
 )
 
 
-def canonical_url(url: str) -> str:
+def canonical_url(url: str, *, keep_fragment: bool = False) -> str:
     """Return ``url`` without tracking parameters, fragment or default port.
 
     Host and scheme are lower-cased and the remaining query parameters sorted,
-    so a re-tagged link compares equal to the original.
+    so a re-tagged link compares equal to the original. ``keep_fragment`` keeps
+    the ``#anchor`` (a live-blog post's link is the page plus its anchor).
     """
     url = url.strip()
     if not url:
@@ -87,7 +88,8 @@ def canonical_url(url: str) -> str:
     if parts.username:
         host = f"{parts.username}@{host}"
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if _keeps(k)]
-    return urlunsplit((scheme, host, parts.path or "/", urlencode(sorted(query)), ""))
+    fragment = parts.fragment if keep_fragment else ""
+    return urlunsplit((scheme, host, parts.path or "/", urlencode(sorted(query)), fragment))
 
 
 def _keeps(param: str) -> bool:

@@ -145,6 +145,8 @@ def test_each_change_has_an_outbox_event_in_the_same_transaction(harness: Harnes
     assert retitle["version"] == {"before": 1, "after": 2}
     assert retitle["source"]["name"] == "world"
     assert "{+" in retitle["diff"] and "[-" in retitle["diff"]
+    markets = next(json.loads(r["payload"]) for r in rows if '"key": "markets"' in r["payload"])
+    assert markets["entry"]["url"] == f"{story.BASE}/markets"  # utm_* parameters removed
 
 
 def test_permanent_redirect_updates_the_polled_url(harness: Harness) -> None:
