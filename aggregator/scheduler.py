@@ -35,9 +35,9 @@ from aggregator import config as config_mod
 from aggregator import schedule_policy as policy
 from aggregator import sdnotify
 from aggregator.config import Config, SourceConfig
-from aggregator.digest.schedule import DigestJob, build_digest_jobs
 from aggregator.errors import ConfigError
 from aggregator.fetch import Fetcher
+from aggregator.housekeeping import Housekeeping
 from aggregator.notify.worker import DeliveryWorker
 from aggregator.pipeline import Pipeline, PollResult
 from aggregator.schedule_queue import DueQueue, epoch_now
@@ -46,13 +46,6 @@ from aggregator.store.thread import StoreThread
 from aggregator.timeutil import now_db, to_db, utcnow
 
 log = structlog.get_logger("aggregator.scheduler")
-
-#: Seconds after start, then between, two prunings of the ``fetches`` log.
-RETENTION_FIRST = 60.0
-RETENTION_EVERY = 3600.0
-
-#: Seconds between heartbeats (``daemon_state`` row and systemd ``STATUS=``).
-HEARTBEAT = 10.0
 
 #: The APScheduler job that starts the checks whose plans are due.
 SOURCES_JOB = "sources"
@@ -70,7 +63,7 @@ def bounds_for(source: SourceConfig, config: Config) -> policy.Bounds:
     )
 
 
-class Daemon:
+class Daemon(Housekeeping):
     """Schedules polls of every enabled source until stopped."""
 
     def __init__(self, config: Config, *, handle_signals: bool = True) -> None:
@@ -279,21 +272,6 @@ class Daemon:
         self.store.store.plan_check(source_id, to_db(_as_datetime(at)), interval, reason)
         log.debug("schedule.next", source=name, delay=round(delay, 1), reason=reason)
 
-    def schedule_digests(self) -> None:
-        """One cron job per ``[[digests]]`` entry; each enqueues its digest in the outbox."""
-        for job in self.scheduler.get_jobs():
-            if job.id.startswith("digest:"):
-                job.remove()
-        for digest in build_digest_jobs(self.config):
-            self.scheduler.add_job(
-                self._send_digest, digest.trigger, args=[digest], id=digest.id, name=digest.id
-            )
-
-    async def _send_digest(self, digest: DigestJob) -> None:
-        assert self.store is not None
-        event_id = await self.store.call(digest.run, self.store.store)
-        log.info("digest.enqueued" if event_id else "digest.empty", digest=digest.config.name)
-
     # -- reload ----------------------------------------------------------------
 
     async def reload(self) -> None:
@@ -345,58 +323,6 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: self.start_task(self.reload()))
-
-    async def _heartbeat(self, state: str) -> str:
-        assert self.store is not None
-        store = self.store.store
-        summary = await self.store.call(scheduling.summary_line, store.db)
-        down = self.network.is_down(time.monotonic())
-        await self.store.call(
-            lambda: scheduling.write_daemon_state(
-                store,
-                state,
-                started_at=self.started_at,
-                config_path=self.config.path,
-                summary=summary,
-                inflight=list(self.inflight.values()),
-                network="down" if down else "up",
-            )
-        )
-        return summary
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT)
-            try:
-                summary = await self._heartbeat("running")
-            except Exception as exc:  # the heartbeat must never stop the daemon
-                log.warning("heartbeat.failed", error=str(exc))
-                continue
-            sdnotify.notify(f"STATUS={summary}")
-
-    async def _retention_loop(self) -> None:
-        """Prune ``fetches`` to ``[storage] keep_fetches``: a minute after start, then hourly."""
-        assert self.store is not None
-        delay = RETENTION_FIRST
-        while True:
-            await asyncio.sleep(delay)
-            delay = RETENTION_EVERY
-            try:
-                keep = self.config.storage.keep_fetches
-                removed = await self.store.call(self.store.store.prune_fetches, keep)
-            except Exception as exc:  # pruning must never stop the daemon
-                log.warning("retention.failed", error=str(exc))
-                continue
-            if removed:
-                log.info("retention.pruned", fetches=removed)
-
-    async def _watchdog_loop(self) -> None:
-        period = sdnotify.watchdog_period()
-        if period is None:
-            return
-        while True:  # pinged from the event loop itself: a hung loop stops the pings
-            sdnotify.notify("WATCHDOG=1")
-            await asyncio.sleep(period)
 
     async def _drain(self) -> None:
         sdnotify.notify("STOPPING=1")

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from aggregator import config as config_mod
-from aggregator import scheduler as scheduler_mod
+from aggregator import housekeeping
 from aggregator.notify.worker import DeliveryWorker
 from aggregator.scheduler import Daemon
 from aggregator.store.thread import StoreThread
@@ -60,7 +60,7 @@ def test_daemon_prunes_old_fetch_rows_but_keeps_referenced_ones(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Unreferenced fetch rows older than keep_fetches go; rows a version points at stay."""
-    monkeypatch.setattr(scheduler_mod, "RETENTION_FIRST", 0.05)
+    monkeypatch.setattr(housekeeping, "RETENTION_FIRST", 0.05)
     harness.add("world", "/feed.xml", interval="1h")
     harness.extra = '[schedule]\nstartup_spread = "1h"\n'
     harness.server.serve("/feed.xml", story.rss(0))

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from aggregator.cli.common import database_path, fail, handles_errors, reader_options
-from aggregator.scheduler import HEARTBEAT
+from aggregator.housekeeping import HEARTBEAT
 from aggregator.store import open_database
 from aggregator.store.scheduling import ago_text, status_report
 from aggregator.timeutil import from_db, utcnow

@@ -1,0 +1,111 @@
+"""The daemon's chores besides polling: heartbeat, watchdog, fetch-log retention, digests.
+
+``Housekeeping`` is mixed into ``aggregator.scheduler.Daemon``; it uses the
+daemon's store thread, config, APScheduler instance and network monitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from aggregator import sdnotify
+from aggregator.digest.schedule import DigestJob, build_digest_jobs
+from aggregator.store import scheduling
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from aggregator.config import Config
+    from aggregator.schedule_policy import NetworkMonitor
+    from aggregator.store.thread import StoreThread
+
+log = structlog.get_logger("aggregator.scheduler")
+
+#: Seconds after start, then between, two prunings of the ``fetches`` log.
+RETENTION_FIRST = 60.0
+RETENTION_EVERY = 3600.0
+
+#: Seconds between heartbeats (``daemon_state`` row and systemd ``STATUS=``).
+HEARTBEAT = 10.0
+
+
+class Housekeeping:
+    """Heartbeat (``daemon_state`` and systemd ``STATUS=``), watchdog, retention, digests."""
+
+    store: StoreThread | None
+    config: Config
+    scheduler: AsyncIOScheduler
+    network: NetworkMonitor
+    started_at: str
+    inflight: dict[asyncio.Task[Any], str]
+
+    def schedule_digests(self) -> None:
+        """One cron job per ``[[digests]]`` entry; each enqueues its digest in the outbox."""
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("digest:"):
+                job.remove()
+        for digest in build_digest_jobs(self.config):
+            self.scheduler.add_job(
+                self._send_digest, digest.trigger, args=[digest], id=digest.id, name=digest.id
+            )
+
+    async def _send_digest(self, digest: DigestJob) -> None:
+        assert self.store is not None
+        event_id = await self.store.call(digest.run, self.store.store)
+        log.info("digest.enqueued" if event_id else "digest.empty", digest=digest.config.name)
+
+    async def _heartbeat(self, state: str) -> str:
+        assert self.store is not None
+        store = self.store.store
+        summary = await self.store.call(scheduling.summary_line, store.db)
+        down = self.network.is_down(time.monotonic())
+        await self.store.call(
+            lambda: scheduling.write_daemon_state(
+                store,
+                state,
+                started_at=self.started_at,
+                config_path=self.config.path,
+                summary=summary,
+                inflight=list(self.inflight.values()),
+                network="down" if down else "up",
+            )
+        )
+        return summary
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            try:
+                summary = await self._heartbeat("running")
+            except Exception as exc:  # the heartbeat must never stop the daemon
+                log.warning("heartbeat.failed", error=str(exc))
+                continue
+            sdnotify.notify(f"STATUS={summary}")
+
+    async def _retention_loop(self) -> None:
+        """Prune ``fetches`` to ``[storage] keep_fetches``: a minute after start, then hourly."""
+        assert self.store is not None
+        delay = RETENTION_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            delay = RETENTION_EVERY
+            try:
+                keep = self.config.storage.keep_fetches
+                removed = await self.store.call(self.store.store.prune_fetches, keep)
+            except Exception as exc:  # pruning must never stop the daemon
+                log.warning("retention.failed", error=str(exc))
+                continue
+            if removed:
+                log.info("retention.pruned", fetches=removed)
+
+    async def _watchdog_loop(self) -> None:
+        period = sdnotify.watchdog_period()
+        if period is None:
+            return
+        while True:  # pinged from the event loop itself: a hung loop stops the pings
+            sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(period)
