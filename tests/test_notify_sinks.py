@@ -204,3 +204,22 @@ def test_add_event_stores_the_payload_as_given(tmp_path: Path) -> None:
     finally:
         store.close()
     assert row[:2] == ("digest-2022-03-10", "digest") and json.loads(row[2]) == DIGEST
+
+
+def test_a_sink_whose_secret_variable_is_unset_is_reported_at_start(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A webhook naming an unset secret_env is logged as an error when delivery starts."""
+    import structlog
+
+    monkeypatch.delenv("NO_SUCH_SECRET", raising=False)
+    harness.add("world", "/feed.xml")
+    harness.extra = (
+        '[[sinks]]\nkind = "webhook"\nname = "hook"\nurl = "http://127.0.0.1:9/hook"\n'
+        'secret_env = "NO_SUCH_SECRET"\n'
+    )
+    harness.server.serve("/feed.xml", story.rss(0))
+    with structlog.testing.capture_logs() as logs:
+        harness.poll()
+    [line] = [entry for entry in logs if entry["event"] == "sink.env_missing"]
+    assert (line["sink"], line["variable"]) == ("hook", "NO_SUCH_SECRET")

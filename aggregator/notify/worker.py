@@ -15,12 +15,14 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import structlog
 
@@ -86,6 +88,14 @@ class DeliveryWorker:
         ids = await self.store.call(self.store.store.sync_sinks, pairs)
         for route in self.routes:
             route.sink_id = ids[route.config.name]
+            for key, name in missing_env(route.config.options):
+                log.error(
+                    "sink.env_missing",
+                    sink=route.config.name,
+                    key=key,
+                    variable=name,
+                    effect="its events wait (retried) until the variable is set",
+                )
         self._synced = True
 
     async def run_once(self) -> Counter[str]:
@@ -217,3 +227,12 @@ async def delivering_after(config: Config, store: StoreThread) -> AsyncIterator[
             await worker.run_once()
     finally:
         await worker.aclose()
+
+
+def missing_env(options: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(key, variable)`` for each ``*_env`` option naming an unset environment variable."""
+    return [
+        (key, value)
+        for key, value in options.items()
+        if key.endswith("_env") and isinstance(value, str) and not os.environ.get(value)
+    ]
