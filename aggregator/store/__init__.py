@@ -12,7 +12,6 @@ thread); the async pipeline runs every call on one writer thread.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sqlite3
 import threading
 import time
@@ -24,10 +23,17 @@ from typing import Any
 from sqlite_utils import Database
 
 from aggregator.errors import StoreError
-from aggregator.events import change_event, source_event
+from aggregator.events import source_event
 from aggregator.models import Change, Known, Parsed, Snapshot
 from aggregator.store.outbox import DeliveryQueries
 from aggregator.store.retention import prune_fetches
+from aggregator.store.rows import (
+    INSERT_FETCH,
+    PollWriter,
+    insert_outbox,
+    known_from_row,
+    source_ref,
+)
 from aggregator.store.schema import migrate
 from aggregator.timeutil import now_db
 
@@ -199,7 +205,7 @@ class Store(DeliveryQueries):
             " WHERE e.source_id = ?",
             [source_id],
         ).fetchall()
-        return {row[1]: _known(row) for row in rows}
+        return {row[1]: known_from_row(row) for row in rows}
 
     # -- writes ------------------------------------------------------------
 
@@ -252,7 +258,7 @@ class Store(DeliveryQueries):
         pending, self._pending = self._pending, []
         with self.db.atomic():
             self.db.conn.executemany(
-                _INSERT_FETCH, [_fetch_row(i, f, None, 0) for i, f, _ in pending]
+                INSERT_FETCH, [_fetch_row(i, f, None, 0) for i, f, _ in pending]
             )
             self.db.conn.executemany(
                 "UPDATE sources SET last_fetch_at = ?, last_success_at = ?, etag = ?,"
@@ -289,7 +295,7 @@ class Store(DeliveryQueries):
         source = self.source(source_id)
         with self.db.atomic():
             fetch_id = self._insert_fetch(source_id, fetch, len(snapshots), len(changes))
-            writer = _PollWriter(self.db, source, fetch_id, fetch.started_at)
+            writer = PollWriter(self.db, source, fetch_id, fetch.started_at)
             ids = [writer.apply(change) for change in changes]
             writer.touch_present(snapshots)
             self._update_source(source_id, fetch, title=parsed.title, changed=bool(changes))
@@ -298,7 +304,7 @@ class Store(DeliveryQueries):
     def _insert_fetch(
         self, source_id: int, fetch: FetchRecord, entries: int | None, changes: int
     ) -> int:
-        cur = self.db.execute(_INSERT_FETCH, _fetch_row(source_id, fetch, entries, changes))
+        cur = self.db.execute(INSERT_FETCH, _fetch_row(source_id, fetch, entries, changes))
         return int(cur.lastrowid or 0)
 
     def _update_source(
@@ -345,115 +351,9 @@ class Store(DeliveryQueries):
         self, kind: str, source: dict[str, Any], failures: int, error: str | None, at: str
     ) -> None:
         payload = source_event(
-            kind, source=_source_ref(source), failures=failures, error=error, at=at
+            kind, source=source_ref(source), failures=failures, error=error, at=at
         )
-        _insert_outbox(self.db, payload, source["id"], None, None, at)
-
-
-class _PollWriter:
-    """Applies one poll's changes inside the caller's transaction."""
-
-    def __init__(self, db: Database, source: dict[str, Any], fetch_id: int, at: str) -> None:
-        self.db = db
-        self.source = source
-        self.fetch_id = fetch_id
-        self.at = at
-        self.entry_ids: dict[str, int] = {}
-
-    def apply(self, change: Change) -> int:
-        if change.kind == "new":
-            entry_id = self._insert_entry(change)
-            old, new = None, self._insert_version(entry_id, 1, change)
-            numbers: tuple[int | None, int | None] = (None, 1)
-        else:
-            assert change.previous is not None
-            entry_id = change.previous.entry_id
-            old, new, numbers = self._update_entry(entry_id, change)
-        self.entry_ids[change.key] = entry_id
-        cur = self.db.execute(
-            "INSERT INTO changes (source_id, entry_id, kind, fields, edit, old_version_id,"
-            " new_version_id, detected_at, fetch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                self.source["id"], entry_id, change.kind, json.dumps(list(change.fields)),
-                change.edit, old, new, self.at, self.fetch_id,
-            ],
-        )  # fmt: skip
-        change_id = int(cur.lastrowid or 0)
-        payload = change_event(
-            change,
-            source=_source_ref(self.source),
-            entry_id=entry_id,
-            versions=numbers,
-            detected_at=self.at,
-        )
-        _insert_outbox(self.db, payload, self.source["id"], entry_id, change_id, self.at)
-        return change_id
-
-    def _insert_entry(self, change: Change) -> int:
-        snap = change.snapshot
-        assert snap is not None
-        cur = self.db.execute(
-            "INSERT INTO entries (source_id, key, url, title, published_at, first_seen_at,"
-            " last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                self.source["id"], change.key, snap.texts["link"], snap.texts["title"],
-                snap.item.published, self.at, self.at,
-            ],
-        )  # fmt: skip
-        return int(cur.lastrowid or 0)
-
-    def _update_entry(
-        self, entry_id: int, change: Change
-    ) -> tuple[int | None, int | None, tuple[int | None, int | None]]:
-        row = self.db.execute(
-            "SELECT current_version_id, version_count FROM entries WHERE id = ?", [entry_id]
-        ).fetchone()
-        old_id, count = row[0], row[1]
-        if change.kind == "removed":
-            self.db.execute("UPDATE entries SET removed_at = ? WHERE id = ?", [self.at, entry_id])
-            return old_id, None, (count, None)
-        if change.kind == "restored":
-            self.db.execute("UPDATE entries SET removed_at = NULL WHERE id = ?", [entry_id])
-            if not change.fields:
-                return old_id, old_id, (count, count)
-        new_id = self._insert_version(entry_id, count + 1, change)
-        return old_id, new_id, (count, count + 1)
-
-    def _insert_version(self, entry_id: int, number: int, change: Change) -> int:
-        snap = change.snapshot
-        assert snap is not None
-        item, texts = snap.item, snap.texts
-        cur = self.db.execute(
-            "INSERT INTO versions (entry_id, version, title, link, author, summary, content,"
-            " summary_text, content_text, published_at, updated_at, content_hash, seen_at,"
-            " fetch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                entry_id, number, texts["title"], texts["link"], texts["author"], item.summary,
-                item.content, texts["summary"], texts["content"], item.published, item.updated,
-                snap.content_hash, self.at, self.fetch_id,
-            ],
-        )  # fmt: skip
-        version_id = int(cur.lastrowid or 0)
-        self.db.execute(
-            "UPDATE entries SET current_version_id = ?, version_count = ?, title = ?, url = ?,"
-            " published_at = COALESCE(?, published_at) WHERE id = ?",
-            [version_id, number, texts["title"], texts["link"], item.published, entry_id],
-        )
-        return version_id
-
-    def touch_present(self, snapshots: Sequence[Snapshot]) -> None:
-        """Record when and where each listed entry was last seen."""
-        self.db.conn.executemany(
-            "UPDATE entries SET last_seen_at = ?, position = ? WHERE source_id = ? AND key = ?",
-            [(self.at, i, self.source["id"], s.item.key) for i, s in enumerate(snapshots)],
-        )
-
-
-_INSERT_FETCH = (
-    "INSERT INTO fetches (source_id, started_at, url, final_url, status, outcome, bytes,"
-    " duration_ms, etag, last_modified, error, entries, changes)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+        insert_outbox(self.db, payload, source["id"], None, None, at)
 
 
 def _fetch_row(
@@ -482,47 +382,3 @@ def _next_state(state: FetchState, fetch: FetchRecord) -> FetchState:
         body_sha256=fetch.body_sha256 or state.body_sha256,
         consecutive_failures=0,
     )
-
-
-def _known(row: tuple[Any, ...]) -> Known:
-    entry_id, key, removed_at, position, published, count = row[:6]
-    title, link, author, summary, content, content_hash = row[6:]
-    texts = {
-        "title": title or "",
-        "link": link or "",
-        "author": author or "",
-        "summary": summary or "",
-        "content": content or "",
-    }
-    return Known(
-        entry_id=entry_id,
-        key=key,
-        texts=texts,
-        content_hash=content_hash or "",
-        version=count,
-        removed=removed_at is not None,
-        position=position,
-        published=published,
-    )
-
-
-def _source_ref(source: dict[str, Any]) -> dict[str, Any]:
-    return {"name": source["name"], "url": source["url"], "kind": source["kind"]}
-
-
-def _insert_outbox(
-    db: Database,
-    payload: dict[str, Any],
-    source_id: int | None,
-    entry_id: int | None,
-    change_id: int | None,
-    at: str,
-) -> None:
-    db.execute(
-        "INSERT INTO outbox (event_id, type, source_id, entry_id, change_id, payload, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            payload["id"], payload["type"], source_id, entry_id, change_id,
-            json.dumps(payload, ensure_ascii=False), at,
-        ],
-    )  # fmt: skip

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from aggregator.models import Change, Known, Snapshot
-from aggregator.store import FetchRecord, Store, _known, _PollWriter
+from aggregator.store import FetchRecord, Store
+from aggregator.store.rows import PollWriter, known_from_row
 from aggregator.timeutil import now_db
 
 
@@ -54,7 +55,7 @@ def known_article(store: Store, article_source_id: int, key: str) -> dict[str, K
         " WHERE e.source_id = ? AND e.key = ?",
         [article_source_id, key],
     ).fetchone()
-    return {row[1]: _known(row)} if row else {}
+    return {row[1]: known_from_row(row)} if row else {}
 
 
 def record_check(
@@ -70,7 +71,7 @@ def record_check(
     ok = fetch.outcome != "error"
     with store.db.atomic():
         fetch_id = store._insert_fetch(source["id"], fetch, len(snapshots) or None, len(changes))
-        writer = _PollWriter(store.db, source, fetch_id, fetch.started_at)
+        writer = PollWriter(store.db, source, fetch_id, fetch.started_at)
         for change in changes:
             writer.apply(change)
         writer.touch_present(snapshots)

@@ -64,10 +64,10 @@ class DeliveryQueries:
 
     def add_event(self, payload: dict[str, Any]) -> None:
         """Queue an event that no change row describes (e.g. a digest) for every sink."""
-        from aggregator.store import _insert_outbox
+        from aggregator.store.rows import insert_outbox
 
         with self.db.atomic():
-            _insert_outbox(self.db, payload, None, None, None, now_db())
+            insert_outbox(self.db, payload, None, None, None, now_db())
 
     def sync_sinks(self, sinks: list[tuple[str, str]]) -> dict[str, int]:
         """Register ``(name, kind)`` sinks; a new one starts after the newest event."""

@@ -17,7 +17,8 @@ from typing import Any
 from sqlite_utils import Database
 
 from aggregator.errors import StoreError
-from aggregator.store import Store, _insert_outbox, open_database
+from aggregator.store import Store, open_database
+from aggregator.store.rows import insert_outbox
 from aggregator.store.schema import migrations
 from aggregator.timeutil import now_db
 
@@ -344,5 +345,5 @@ def enqueue_digest(db: Database, payload: dict[str, Any]) -> bool:
         exists = db.execute("SELECT 1 FROM outbox WHERE event_id = ?", [payload["id"]]).fetchone()
         if exists:
             return False
-        _insert_outbox(db, payload, None, None, None, now_db())
+        insert_outbox(db, payload, None, None, None, now_db())
     return True

@@ -1,0 +1,166 @@
+"""Row-level writes shared by the store's modules: one poll's changes, outbox events.
+
+Everything here runs inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlite_utils import Database
+
+from aggregator.events import change_event
+from aggregator.models import Change, Known, Snapshot
+
+
+class PollWriter:
+    """Applies one poll's changes inside the caller's transaction."""
+
+    def __init__(self, db: Database, source: dict[str, Any], fetch_id: int, at: str) -> None:
+        self.db = db
+        self.source = source
+        self.fetch_id = fetch_id
+        self.at = at
+        self.entry_ids: dict[str, int] = {}
+
+    def apply(self, change: Change) -> int:
+        if change.kind == "new":
+            entry_id = self._insert_entry(change)
+            old, new = None, self._insert_version(entry_id, 1, change)
+            numbers: tuple[int | None, int | None] = (None, 1)
+        else:
+            assert change.previous is not None
+            entry_id = change.previous.entry_id
+            old, new, numbers = self._update_entry(entry_id, change)
+        self.entry_ids[change.key] = entry_id
+        cur = self.db.execute(
+            "INSERT INTO changes (source_id, entry_id, kind, fields, edit, old_version_id,"
+            " new_version_id, detected_at, fetch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                self.source["id"], entry_id, change.kind, json.dumps(list(change.fields)),
+                change.edit, old, new, self.at, self.fetch_id,
+            ],
+        )  # fmt: skip
+        change_id = int(cur.lastrowid or 0)
+        payload = change_event(
+            change,
+            source=source_ref(self.source),
+            entry_id=entry_id,
+            versions=numbers,
+            detected_at=self.at,
+        )
+        insert_outbox(self.db, payload, self.source["id"], entry_id, change_id, self.at)
+        return change_id
+
+    def _insert_entry(self, change: Change) -> int:
+        snap = change.snapshot
+        assert snap is not None
+        cur = self.db.execute(
+            "INSERT INTO entries (source_id, key, url, title, published_at, first_seen_at,"
+            " last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                self.source["id"], change.key, snap.texts["link"], snap.texts["title"],
+                snap.item.published, self.at, self.at,
+            ],
+        )  # fmt: skip
+        return int(cur.lastrowid or 0)
+
+    def _update_entry(
+        self, entry_id: int, change: Change
+    ) -> tuple[int | None, int | None, tuple[int | None, int | None]]:
+        row = self.db.execute(
+            "SELECT current_version_id, version_count FROM entries WHERE id = ?", [entry_id]
+        ).fetchone()
+        old_id, count = row[0], row[1]
+        if change.kind == "removed":
+            self.db.execute("UPDATE entries SET removed_at = ? WHERE id = ?", [self.at, entry_id])
+            return old_id, None, (count, None)
+        if change.kind == "restored":
+            self.db.execute("UPDATE entries SET removed_at = NULL WHERE id = ?", [entry_id])
+            if not change.fields:
+                return old_id, old_id, (count, count)
+        new_id = self._insert_version(entry_id, count + 1, change)
+        return old_id, new_id, (count, count + 1)
+
+    def _insert_version(self, entry_id: int, number: int, change: Change) -> int:
+        snap = change.snapshot
+        assert snap is not None
+        item, texts = snap.item, snap.texts
+        cur = self.db.execute(
+            "INSERT INTO versions (entry_id, version, title, link, author, summary, content,"
+            " summary_text, content_text, published_at, updated_at, content_hash, seen_at,"
+            " fetch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                entry_id, number, texts["title"], texts["link"], texts["author"], item.summary,
+                item.content, texts["summary"], texts["content"], item.published, item.updated,
+                snap.content_hash, self.at, self.fetch_id,
+            ],
+        )  # fmt: skip
+        version_id = int(cur.lastrowid or 0)
+        self.db.execute(
+            "UPDATE entries SET current_version_id = ?, version_count = ?, title = ?, url = ?,"
+            " published_at = COALESCE(?, published_at) WHERE id = ?",
+            [version_id, number, texts["title"], texts["link"], item.published, entry_id],
+        )
+        return version_id
+
+    def touch_present(self, snapshots: Sequence[Snapshot]) -> None:
+        """Record when and where each listed entry was last seen."""
+        self.db.conn.executemany(
+            "UPDATE entries SET last_seen_at = ?, position = ? WHERE source_id = ? AND key = ?",
+            [(self.at, i, self.source["id"], s.item.key) for i, s in enumerate(snapshots)],
+        )
+
+
+INSERT_FETCH = (
+    "INSERT INTO fetches (source_id, started_at, url, final_url, status, outcome, bytes,"
+    " duration_ms, etag, last_modified, error, entries, changes)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def known_from_row(row: tuple[Any, ...]) -> Known:
+    """A ``Known`` from the ``Store.known`` query's row."""
+    entry_id, key, removed_at, position, published, count = row[:6]
+    title, link, author, summary, content, content_hash = row[6:]
+    texts = {
+        "title": title or "",
+        "link": link or "",
+        "author": author or "",
+        "summary": summary or "",
+        "content": content or "",
+    }
+    return Known(
+        entry_id=entry_id,
+        key=key,
+        texts=texts,
+        content_hash=content_hash or "",
+        version=count,
+        removed=removed_at is not None,
+        position=position,
+        published=published,
+    )
+
+
+def source_ref(source: dict[str, Any]) -> dict[str, Any]:
+    return {"name": source["name"], "url": source["url"], "kind": source["kind"]}
+
+
+def insert_outbox(
+    db: Database,
+    payload: dict[str, Any],
+    source_id: int | None,
+    entry_id: int | None,
+    change_id: int | None,
+    at: str,
+) -> None:
+    db.execute(
+        "INSERT INTO outbox (event_id, type, source_id, entry_id, change_id, payload, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            payload["id"], payload["type"], source_id, entry_id, change_id,
+            json.dumps(payload, ensure_ascii=False), at,
+        ],
+    )  # fmt: skip
