@@ -1,37 +1,20 @@
-"""Read and validate the TOML configuration, once, into frozen models.
+"""The configuration's tables as frozen pydantic models (validated once, at load).
 
-Everything is checked up front: an unknown key, a bad URL, a bad interval or a
-duplicate name raises ``ConfigError`` naming the file, the key path and the
-problem. Kind-specific source options are validated by the source's parser
-(``aggregator.parse.PARSERS``).
-
-Lookup order when no ``--config`` is given: ``$AGGREGATOR_CONFIG``,
-``./aggregator.toml``, then ``$XDG_CONFIG_HOME/aggregator/config.toml``.
+``aggregator.config`` reads the file and re-exports these.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from aggregator.detect import REMOVAL_POLICIES
-from aggregator.errors import ConfigError
 from aggregator.timeutil import parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -298,201 +281,3 @@ def name_from_url(url: str) -> str:
     """A readable default name: host plus path, e.g. ``example.com/news/feed.xml``."""
     parts = urlsplit(url)
     return f"{parts.hostname}{parts.path.rstrip('/')}" or url
-
-
-def find_config(explicit: str | None = None) -> Path:
-    """Locate the config file, or raise ``ConfigError`` saying how to create one."""
-    if explicit:
-        return Path(explicit)
-    candidates = []
-    if env := os.environ.get("AGGREGATOR_CONFIG"):
-        candidates.append(Path(env))
-    candidates.append(Path("aggregator.toml"))
-    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    candidates.append(Path(xdg) / "aggregator" / "config.toml")
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    tried = ", ".join(str(c) for c in candidates)
-    raise ConfigError(
-        f"no configuration file found (looked for {tried}).\n"
-        "Start from the example: cp config/example.toml aggregator.toml, then edit its"
-        " [[sources]]; or pass --config FILE; or try `aggregator demo` first."
-    )
-
-
-def load(path: str | Path) -> Config:
-    """Read, merge defaults into and validate the config at ``path``."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    included = _included_sources(path, raw)
-    if included:
-        raw = {**raw, "sources": [*raw.get("sources", []), *included]}
-    return parse(_database_beside(path, raw), str(path))
-
-
-def _database_beside(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
-    """A relative ``[storage] database`` is relative to the config file, like ``include``.
-
-    So cron, systemd and a shell in another directory all use the same database.
-    """
-    storage = raw.get("storage")
-    if not isinstance(storage, dict) or not isinstance(storage.get("database"), str):
-        return raw
-    database = Path(storage["database"]).expanduser()
-    if not database.is_absolute():
-        database = path.parent / database
-    return {**raw, "storage": {**storage, "database": str(database)}}
-
-
-def included_files(path: Path, patterns: Any) -> list[Path]:
-    """The files matched by ``include`` patterns (relative to the config's directory)."""
-    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-        raise ConfigError(
-            f'{path}: include: must be a list of glob patterns, e.g. ["sources.d/*.toml"]'
-        )
-    files: list[Path] = []
-    for pattern in patterns:
-        if Path(pattern).is_absolute():
-            matches = sorted(Path(pattern).parent.glob(Path(pattern).name))
-        else:
-            matches = sorted(path.parent.glob(pattern))
-        files += [m for m in matches if m.is_file() and m not in files]
-    return files
-
-
-def _included_sources(path: Path, raw: dict[str, Any]) -> list[Any]:
-    """Read the ``[[sources]]`` of every included file, each validated on its own."""
-    sources: list[Any] = []
-    for file in included_files(path, raw.get("include", [])):
-        try:
-            doc = tomllib.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{file}: cannot read: {exc}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: not valid TOML: {exc}") from None
-        extra = sorted(set(doc) - {"sources"})
-        if extra:
-            raise ConfigError(
-                f"{file}: {extra[0]}: an included file may only hold [[sources]] tables"
-            )
-        parse({"defaults": raw.get("defaults", {}), "sources": doc.get("sources", [])}, str(file))
-        sources += doc.get("sources", [])
-    return sources
-
-
-def parse(raw: dict[str, Any], where: str = "<config>") -> Config:
-    """Validate an already-parsed TOML document (``where`` names it in errors)."""
-    raw = dict(raw)
-    defaults = raw.get("defaults", {})
-    if not isinstance(defaults, dict):
-        raise ConfigError(f"{where}: defaults: must be a table")
-    _check_defaults(defaults, where)
-    sources = raw.get("sources", [])
-    if not isinstance(sources, list):
-        raise ConfigError(f"{where}: sources: must be an array of tables ([[sources]])")
-    raw["sources"] = [{**defaults, **s} if isinstance(s, dict) else s for s in sources]
-    try:
-        config = Config.model_validate({**raw, "path": where})
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, where, raw)) from None
-    _check_sources(config, where)
-    _check_sinks(config, where)
-    return _check_digests(config, where)
-
-
-def _check_defaults(defaults: dict[str, Any], where: str) -> None:
-    for key in ("url", "name"):
-        if key in defaults:
-            raise ConfigError(f"{where}: defaults.{key}: cannot be a default; set it per source")
-
-
-def _check_sources(config: Config, where: str) -> None:
-    from aggregator.parse import validate_options  # the registry lives with the parsers
-
-    _check_named(config.sources, "source", validate_options, where)
-
-
-def _check_sinks(config: Config, where: str) -> None:
-    from aggregator.notify import validate_options  # the registry lives with the sinks
-
-    _check_named(config.sinks, "sink", validate_options, where)
-
-
-def _check_named(
-    items: list[SourceConfig] | list[SinkConfig],
-    noun: str,
-    validate: Callable[[str, dict[str, Any]], object],
-    where: str,
-) -> None:
-    """Unique names, and kind-specific keys valid, for ``[[sources]]`` or ``[[sinks]]``."""
-    seen: dict[str, int] = {}
-    for i, item in enumerate(items):
-        label = f"{where}: {noun}s[{i}]"
-        if item.name in seen:
-            raise ConfigError(
-                f"{label}.name: duplicate name {item.name!r} (also {noun}s[{seen[item.name]}])"
-                f"; give each {noun} a unique name"
-            )
-        seen[item.name] = i
-        try:
-            validate(item.kind, item.options)
-        except ConfigError as exc:
-            raise ConfigError(f"{label}.{exc}") from None
-
-
-def _check_digests(config: Config, where: str) -> Config:
-    """Name each digest (default ``digest-N``), and check its names, sources and sink."""
-    sources = {s.name for s in config.sources}
-    sinks = getattr(config, "sinks", None)
-    sink_names = {getattr(s, "name", None) for s in sinks} if sinks is not None else None
-    digests, seen = [], set()
-    for i, digest in enumerate(config.digests):
-        label = f"{where}: digests[{i}]"
-        name = digest.name or f"digest-{i + 1}"
-        if name in seen:
-            raise ConfigError(f"{label}.name: duplicate digest name {name!r}")
-        seen.add(name)
-        if unknown := sorted(set(digest.sources) - sources):
-            raise ConfigError(f"{label}.sources: no source named {', '.join(unknown)}")
-        if sink_names is not None and digest.sink not in sink_names:
-            raise ConfigError(f"{label}.sink: no [[sinks]] entry named {digest.sink!r}")
-        digests.append(digest.model_copy(update={"name": name}))
-    return config.model_copy(update={"digests": digests})
-
-
-def _describe(exc: ValidationError, where: str, raw: dict[str, Any]) -> str:
-    lines = []
-    for error in exc.errors():
-        path = _key_path(error["loc"], raw)
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see config/example.toml)"
-        elif error["type"] == "missing":
-            message = "required key is missing"
-        lines.append(f"{where}: {path}: {message}")
-    return "\n".join(lines)
-
-
-def _key_path(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    if len(loc) >= 2 and loc[0] in ("sources", "sinks") and isinstance(loc[1], int):
-        try:
-            name = raw[loc[0]][loc[1]].get("name")
-        except (IndexError, AttributeError, KeyError):
-            name = None
-        if name:
-            path += f" ({loc[0][:-1]} {name!r})"
-    return path
