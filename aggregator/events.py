@@ -42,8 +42,8 @@ def change_event(
     before = change.previous.texts if change.previous else {}
     after = change.snapshot.texts if change.snapshot else before
     link = change.snapshot.item.link if change.snapshot else ""
-    # tracking parameters removed, but a post's #anchor kept (it says which post)
-    url = canonical_url(link, keep_fragment=True) if link else before.get("link", "")
+    # tracking parameters removed (the compared link), but a post's #anchor kept
+    url = canonical_url(link, keep_fragment=True) if "#" in link else after.get("link", "")
     return {
         "id": new_event_id(),
         "type": "change",
