@@ -40,6 +40,8 @@ class EmailOptions(Options):
     sender: str = Field(alias="from")
     to: list[str] = Field(min_length=1)
     timeout: Annotated[float, BeforeValidator(parse_duration)] = 30.0
+    #: CA certificates (PEM) to trust instead of the system's, for a private CA.
+    ca_file: str | None = None
 
 
 def thread_id(event: dict[str, Any], domain: str) -> str | None:
@@ -89,8 +91,8 @@ class EmailSink(Sink):
         opts = self.options
         port = opts.port or _PORTS[opts.security]
         try:
+            context = ssl.create_default_context(cafile=opts.ca_file)
             if opts.security == "ssl":
-                context = ssl.create_default_context()
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(
                     opts.host, port, timeout=opts.timeout, context=context
                 )
@@ -98,7 +100,7 @@ class EmailSink(Sink):
                 smtp = smtplib.SMTP(opts.host, port, timeout=opts.timeout)
             with smtp:
                 if opts.security == "starttls":
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=context)
                 if opts.username:
                     smtp.login(opts.username, password or "")
                 smtp.send_message(msg)
