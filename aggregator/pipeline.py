@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import structlog
@@ -30,7 +29,7 @@ from aggregator.parse import get_parser, validate_options, volatile_patterns
 from aggregator.parse.feed import ENTRY_CAP
 from aggregator.store import FetchRecord, FetchState, SourceSpec, Store
 from aggregator.store.thread import StoreThread
-from aggregator.timeutil import now_db, utcnow
+from aggregator.timeutil import now_db
 
 log = structlog.get_logger("aggregator.pipeline")
 
@@ -127,7 +126,7 @@ class Pipeline:
             )
         record = _record(state.url, started, response)
         result = PollResult(
-            source.name, record.outcome, status=response.status, cache_max_age=_max_age(response)
+            source.name, record.outcome, status=response.status, cache_max_age=response.freshness
         )
         if response.status == 304 or record.body_sha256 == state.body_sha256:
             record.outcome = "not_modified" if response.status == 304 else "same_body"
@@ -220,26 +219,6 @@ def _record(url: str, started: str, response: Response) -> FetchRecord:
         body_sha256=hashlib.sha256(response.body).hexdigest() if response.body else None,
         moved_to=response.moved_to,
     )
-
-
-def _max_age(response: Response) -> float | None:
-    """Freshness the publisher declared: ``Cache-Control: max-age``, else ``Expires``."""
-    for part in response.headers.get("cache-control", "").split(","):
-        name, _, value = part.strip().partition("=")
-        if name.lower() == "max-age" and value.strip().isdigit():
-            return float(value)
-    return _expires(response.headers)
-
-
-def _expires(headers: dict[str, str]) -> float | None:
-    try:
-        expires = parsedate_to_datetime(headers["expires"])
-        date = parsedate_to_datetime(headers["date"]) if "date" in headers else utcnow()
-    except (KeyError, TypeError, ValueError, IndexError):
-        return None
-    if expires.tzinfo is None or date.tzinfo is None:
-        return None
-    return max(0.0, (expires - date).total_seconds())
 
 
 def _log_result(result: PollResult) -> None:

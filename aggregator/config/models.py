@@ -30,6 +30,15 @@ DEFAULT_USER_AGENT = (
 )
 
 
+def check_regex(pattern: str, label: str = "") -> str:
+    """``pattern`` if it compiles; ``ValueError`` saying why not."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{label}{pattern!r} is not a valid regex: {exc}") from None
+    return pattern
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -106,10 +115,7 @@ class SourceConfig(BaseModel):
     @classmethod
     def _ignore(cls, value: list[str]) -> list[str]:
         for i, pattern in enumerate(value):
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"pattern {i} {pattern!r} is not a valid regex: {exc}") from None
+            check_regex(pattern, f"pattern {i} ")
         return value
 
     @model_validator(mode="after")
@@ -178,11 +184,7 @@ class SinkConfig(BaseModel):
     @field_validator("regex")
     @classmethod
     def _regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"{value!r} is not a valid regex: {exc}") from None
-        return value
+        return check_regex(value)
 
     @field_validator("quiet_hours")
     @classmethod

@@ -18,6 +18,7 @@ import zlib
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit
 
@@ -61,6 +62,30 @@ class Response:
         """The validator to send back as ``If-Modified-Since``."""
         return self.headers.get("last-modified")
 
+    @property
+    def freshness(self) -> float | None:
+        """Seconds the publisher declared fresh: ``Cache-Control: max-age``, else ``Expires``."""
+        for part in self.headers.get("cache-control", "").split(","):
+            name, _, value = part.strip().partition("=")
+            if name.lower() == "max-age" and value.strip().isdigit():
+                return float(value)
+        expires = http_date(self.headers.get("expires"))
+        if expires is None:
+            return None
+        date = http_date(self.headers.get("date")) or utcnow()
+        return max(0.0, (expires - date).total_seconds())
+
+
+def http_date(value: str | None) -> datetime | None:
+    """An aware datetime from an HTTP-date header value, or None."""
+    if not value:
+        return None
+    try:
+        moment = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return moment if moment.tzinfo is not None else None
+
 
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
@@ -69,13 +94,8 @@ def parse_retry_after(value: str | None) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        return None
-    return max(0.0, (moment - utcnow()).total_seconds())
+    moment = http_date(value)
+    return None if moment is None else max(0.0, (moment - utcnow()).total_seconds())
 
 
 class Fetcher:

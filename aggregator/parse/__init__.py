@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from aggregator.errors import ConfigError
 from aggregator.models import Parsed
@@ -20,12 +20,6 @@ from aggregator.options import validate_plugin_options
 from aggregator.parse.feed import FeedParser
 from aggregator.parse.liveblog import LiveblogParser
 from aggregator.parse.page import PageParser
-
-
-class NoOptions(BaseModel):
-    """A kind without options of its own."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Parser(Protocol):

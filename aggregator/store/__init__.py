@@ -292,13 +292,15 @@ class Store(DeliveryQueries):
         All of it is one transaction. Returns the ids of the ``changes`` rows.
         """
         self.flush()
-        source = self.source(source_id)
         with self.db.atomic():
+            source = self.source(source_id)
             fetch_id = self._insert_fetch(source_id, fetch, len(snapshots), len(changes))
             writer = PollWriter(self.db, source, fetch_id, fetch.started_at)
             ids = [writer.apply(change) for change in changes]
             writer.touch_present(snapshots)
-            self._update_source(source_id, fetch, title=parsed.title, changed=bool(changes))
+            self._update_source(
+                source_id, fetch, title=parsed.title, changed=bool(changes), before=source
+            )
         return ids
 
     def _insert_fetch(
@@ -308,10 +310,17 @@ class Store(DeliveryQueries):
         return int(cur.lastrowid or 0)
 
     def _update_source(
-        self, source_id: int, fetch: FetchRecord, *, title: str | None, changed: bool
+        self,
+        source_id: int,
+        fetch: FetchRecord,
+        *,
+        title: str | None,
+        changed: bool,
+        before: dict[str, Any] | None = None,
     ) -> None:
+        """Update the source's row and cache after a fetch; ``before`` is its row, if read."""
         now = now_db()
-        before = self.source(source_id)
+        before = before if before is not None else self.source(source_id)
         self._states[source_id] = _next_state(FetchState(*_state_columns(before)), fetch)
         if fetch.outcome == "error":
             failures = before["consecutive_failures"] + 1
