@@ -21,22 +21,19 @@ import asyncio
 import hashlib
 from collections import Counter
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 
 from aggregator.config import Config, SourceConfig
 from aggregator.detect import detect
-from aggregator.errors import AggregatorError, FetchError
-from aggregator.normalize import VOLATILE_PATTERNS, snapshot
-from aggregator.parse.page import read_article
+from aggregator.errors import FetchError, ParseError
+from aggregator.fetch import Fetcher, Response
+from aggregator.sandbox import ParseOutput, ParsePool, ParseTask
 from aggregator.store import FetchRecord, SourceSpec
 from aggregator.store import articles as store_articles
+from aggregator.store.thread import StoreThread
 from aggregator.timeutil import from_db, now_db, to_db, utcnow
-
-if TYPE_CHECKING:
-    from aggregator.fetch import Response
-    from aggregator.pipeline import Pipeline
 
 log = structlog.get_logger("aggregator.follow")
 
@@ -45,6 +42,15 @@ DAY = 86400.0
 MAX_AGE = 30 * DAY
 #: Links registered per feed poll (the feed's newest entries).
 REGISTER_LIMIT = 500
+
+
+class Poller(Protocol):
+    """What following needs of the pipeline polling the feed."""
+
+    store: StoreThread
+    fetcher: Fetcher
+    parsers: ParsePool
+    source_ids: dict[str, int]
 
 
 def companion_name(feed_name: str) -> str:
@@ -95,7 +101,7 @@ def _next_check_at(
     return None if delay is None else to_db(now + timedelta(seconds=delay))
 
 
-async def follow_articles(pipeline: Pipeline, source: SourceConfig) -> Counter[str]:
+async def follow_articles(pipeline: Poller, source: SourceConfig) -> Counter[str]:
     """Register the feed's links and check the due articles; return counts of changes."""
     limit = int(source.options.get("follow_limit", 10))
     feed_id = pipeline.source_ids[source.name]
@@ -113,59 +119,78 @@ async def follow_articles(pipeline: Pipeline, source: SourceConfig) -> Counter[s
     return counts
 
 
-async def _check(pipeline: Pipeline, source: SourceConfig, article: dict[str, Any]) -> list[str]:
-    started = now_db()
-    record = FetchRecord(url=article["url"], started_at=started, outcome="changed")
+async def _check(pipeline: Poller, source: SourceConfig, article: dict[str, Any]) -> list[str]:
+    record = FetchRecord(url=article["url"], started_at=now_db(), outcome="changed")
     try:
         response = await pipeline.fetcher.fetch(
             article["url"], etag=article["etag"], last_modified=article["last_modified"]
         )
     except FetchError as exc:
         record.outcome, record.error, record.status = "error", str(exc), exc.status
-        failures = article["consecutive_failures"] + 1
-        when = _next_check_at(article, source.interval, False, failures)
-        await pipeline.store.call(
-            store_articles.record_check, pipeline.store.store, article, record, when
-        )
-        return []
-    return await pipeline.store.call(_process, pipeline, source, article, response, record)
-
-
-def _process(
-    pipeline: Pipeline,
-    source: SourceConfig,
-    article: dict[str, Any],
-    response: Response,
-    record: FetchRecord,
-) -> list[str]:
-    """Parse, detect and store one article check; runs on the store's thread."""
-    store = pipeline.store.store
-    record.final_url, record.status = response.final_url, response.status
-    record.bytes = len(response.body)
-    record.etag, record.last_modified = response.etag, response.last_modified
-    record.body_sha256 = hashlib.sha256(response.body).hexdigest() if response.body else None
+        record.started_at = exc.started_at or record.started_at
+        record.queued_ms, record.duration_ms = exc.queued_ms, exc.elapsed_ms
+        return await _failed(pipeline, source, article, record)
+    _fill(record, response)
     if response.status == 304 or record.body_sha256 == article["body_sha256"]:
         record.outcome = "not_modified" if response.status == 304 else "same_body"
         record.body_sha256 = None
         when = _next_check_at(article, source.interval, False, 0)
-        store_articles.record_check(store, article, record, when)
-        return []
-    try:
-        item, warnings = read_article(
-            response.body, url=response.final_url, headers=response.headers, key=article["url"]
+        await pipeline.store.call(
+            store_articles.record_check, pipeline.store.store, article, record, when
         )
-    except AggregatorError as exc:
-        record.outcome, record.error, record.body_sha256 = "error", str(exc), None
-        failures = article["consecutive_failures"] + 1
-        when = _next_check_at(article, source.interval, False, failures)
-        store_articles.record_check(store, article, record, when)
         return []
-    snap = snapshot(item, [*VOLATILE_PATTERNS, *source.ignore_patterns])
+    task = ParseTask(
+        kind="page",
+        body=response.body,
+        url=response.final_url,
+        headers=response.headers,
+        ignore=tuple(source.ignore),
+        key=article["url"],
+    )
+    try:
+        output = await pipeline.parsers.parse(task)
+    except ParseError as exc:
+        record.outcome, record.error, record.body_sha256 = "error", str(exc), None
+        return await _failed(pipeline, source, article, record)
+    record.parse_ms = output.parse_ms
+    for warning in output.warnings:
+        log.warning("follow.warning", url=article["url"], warning=warning)
+    return await pipeline.store.call(_store, pipeline, source, article, output, record)
+
+
+def _fill(record: FetchRecord, response: Response) -> None:
+    record.started_at = response.started_at or record.started_at
+    record.queued_ms = response.queued_ms
+    record.final_url, record.status = response.final_url, response.status
+    record.bytes, record.duration_ms = len(response.body), response.elapsed_ms
+    record.etag, record.last_modified = response.etag, response.last_modified
+    record.body_sha256 = hashlib.sha256(response.body).hexdigest() if response.body else None
+
+
+async def _failed(
+    pipeline: Poller, source: SourceConfig, article: dict[str, Any], record: FetchRecord
+) -> list[str]:
+    log.warning("follow.failed", url=article["url"], error=record.error)
+    failures = article["consecutive_failures"] + 1
+    when = _next_check_at(article, source.interval, False, failures)
+    await pipeline.store.call(
+        store_articles.record_check, pipeline.store.store, article, record, when
+    )
+    return []
+
+
+def _store(
+    pipeline: Poller,
+    source: SourceConfig,
+    article: dict[str, Any],
+    output: ParseOutput,
+    record: FetchRecord,
+) -> list[str]:
+    """Detect and store one article check; runs on the store's thread."""
+    store = pipeline.store.store
     known = store_articles.known_article(store, article["article_source_id"], article["url"])
-    changes = detect(known, [snap], removals="never")
+    changes = detect(known, output.snapshots, removals="never")
     record.outcome = "changed" if changes else "unchanged"
     when = _next_check_at(article, source.interval, bool(changes), 0)
-    store_articles.record_check(store, article, record, when, [snap], changes)
-    for warning in warnings:
-        log.warning("follow.warning", url=article["url"], warning=warning)
+    store_articles.record_check(store, article, record, when, output.snapshots, changes)
     return [c.kind for c in changes]

@@ -1,16 +1,19 @@
 """One poll of one source: fetch -> parse -> normalize -> detect -> store.
 
 ``Pipeline.poll`` never raises for a source's own failure: a transport error,
-a bad status or an unreadable body is recorded in ``fetches`` (and the
-source's failure count) and returned in the ``PollResult``, and the pass goes
-on with the other sources. Parsing, detection and the write run together on
-the store's thread, so the event loop stays free for fetches.
+a bad status, an unreadable body or a parse past its limits is recorded in
+``fetches`` (and the source's failure count) and returned in the
+``PollResult``, and the pass goes on with the other sources.
+
+Where each step runs: fetching on the event loop; parsing and normalising in
+a worker process of the ``ParsePool`` (``aggregator.sandbox``: memory- and
+time-bounded, so a hostile body cannot stall or bloat the daemon); detection
+and the write on the store's thread, which does nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,15 +21,13 @@ from typing import Any
 
 import structlog
 
-from aggregator.config import Config, LimitsConfig, SourceConfig
+from aggregator.config import Config, SourceConfig
 from aggregator.detect import detect
-from aggregator.errors import AggregatorError, FetchError, StoreError
+from aggregator.errors import FetchError, ParseError, StoreError
 from aggregator.fetch import Fetcher, Response
 from aggregator.follow import companion_specs, follow_articles, follows
-from aggregator.models import TRACKED_FIELDS, Item, Parsed
-from aggregator.normalize import snapshot
-from aggregator.parse import get_parser, validate_options, volatile_patterns
-from aggregator.parse.feed import ENTRY_CAP
+from aggregator.parse import validate_options
+from aggregator.sandbox import ParseOutput, ParsePool, ParseTask
 from aggregator.store import FetchRecord, FetchState, SourceSpec, Store
 from aggregator.store.thread import StoreThread
 from aggregator.timeutil import now_db
@@ -63,10 +64,13 @@ def source_specs(config: Config) -> list[SourceSpec]:
 class Pipeline:
     """Polls sources into the store. Owns nothing; closes nothing."""
 
-    def __init__(self, config: Config, store: StoreThread, fetcher: Fetcher) -> None:
+    def __init__(
+        self, config: Config, store: StoreThread, fetcher: Fetcher, parsers: ParsePool
+    ) -> None:
         self.config = config
         self.store = store
         self.fetcher = fetcher
+        self.parsers = parsers
         self.source_ids: dict[str, int] = {}
         self._options: dict[str, Any] = {}
         #: The publisher's last ``<ttl>`` and ``<skipHours>`` per source, so they still
@@ -107,24 +111,13 @@ class Pipeline:
     async def _poll(self, source: SourceConfig) -> PollResult:
         source_id = self.source_ids[source.name]
         state = await self._fetch_state(source_id)
-        started = now_db()
         try:
             response = await self.fetcher.fetch(
                 state.url, etag=state.etag, last_modified=state.last_modified
             )
         except FetchError as exc:
-            record = FetchRecord(
-                url=state.url,
-                started_at=started,
-                outcome="error",
-                error=str(exc),
-                status=exc.status,
-            )
-            await self.store.call(self.store.store.record_fetch, source_id, record)
-            return PollResult(
-                source.name, "error", status=exc.status, error=str(exc), retry_after=exc.retry_after
-            )
-        record = _record(state.url, started, response)
+            return await self._failed(source, source_id, _error_record(state.url, exc), exc)
+        record = _record(state.url, response)
         result = PollResult(
             source.name, record.outcome, status=response.status, cache_max_age=response.freshness
         )
@@ -134,7 +127,45 @@ class Pipeline:
             await self.store.call(self.store.store.record_unchanged, source_id, record)
             result.outcome = record.outcome
             return result
-        return await self.store.call(self._process, source, source_id, response, record, result)
+        try:
+            output = await self.parsers.parse(self._task(source, response))
+        except ParseError as exc:
+            return await self._failed(source, source_id, record, exc, result)
+        record.parse_ms = output.parse_ms
+        for warning in output.warnings:
+            log.warning("parse.warning", warning=warning)
+        self.hints[source.name] = (output.parsed.ttl_seconds, output.parsed.skip_hours)
+        return await self.store.call(self._store, source, source_id, output, record, result)
+
+    def _task(self, source: SourceConfig, response: Response) -> ParseTask:
+        limits = self.config.limits
+        return ParseTask(
+            kind=source.kind,
+            body=response.body,
+            url=response.final_url,
+            headers=response.headers,
+            options=self._options.get(source.name),
+            ignore=tuple(source.ignore),
+            max_entries=limits.max_entries,
+            max_field_chars=limits.max_field_chars,
+        )
+
+    async def _failed(
+        self,
+        source: SourceConfig,
+        source_id: int,
+        record: FetchRecord,
+        exc: FetchError | ParseError,
+        result: PollResult | None = None,
+    ) -> PollResult:
+        """Record a failed poll (fetch or parse) and return its result."""
+        record.outcome, record.error, record.body_sha256 = "error", str(exc), None
+        await self.store.call(self.store.store.record_fetch, source_id, record)
+        status = getattr(exc, "status", None) or record.status
+        failed = result or PollResult(source.name, "error")
+        failed.outcome, failed.error, failed.status = "error", str(exc), status
+        failed.retry_after = getattr(exc, "retry_after", None)
+        return failed
 
     async def _fetch_state(self, source_id: int) -> FetchState:
         """The source's URL and validators, from the store's cache (read once in bulk)."""
@@ -146,36 +177,17 @@ class Pipeline:
             raise StoreError(f"no source with id {source_id}")
         return state
 
-    def _process(
+    def _store(
         self,
         source: SourceConfig,
         source_id: int,
-        response: Response,
+        output: ParseOutput,
         record: FetchRecord,
         result: PollResult,
     ) -> PollResult:
-        """Parse, detect and store; runs on the store's thread."""
+        """Detect and write; runs on the store's thread."""
         store: Store = self.store.store
-        cap = ENTRY_CAP.set(self.config.limits.max_entries)
-        try:
-            parsed = get_parser(source.kind).parse(
-                response.body,
-                url=response.final_url,
-                headers=response.headers,
-                options=self._options.get(source.name),
-            )
-        except AggregatorError as exc:
-            record.outcome, record.error, record.body_sha256 = "error", str(exc), None
-            store.record_fetch(source_id, record)
-            result.outcome, result.error = "error", str(exc)
-            return result
-        finally:
-            ENTRY_CAP.reset(cap)
-        parsed = apply_limits(parsed, self.config.limits)
-        for warning in parsed.warnings:
-            log.warning("parse.warning", warning=warning)
-        ignore = [*volatile_patterns(source.kind), *source.ignore_patterns]
-        snapshots = [snapshot(item, ignore) for item in parsed.items]
+        parsed, snapshots = output.parsed, output.snapshots
         changes = detect(
             store.known(source_id), snapshots, removals=source.removals, complete=parsed.complete
         )
@@ -183,32 +195,15 @@ class Pipeline:
         store.record_poll(source_id, record, parsed, snapshots, changes)
         result.outcome = record.outcome
         result.counts.update(c.kind for c in changes)
-        self.hints[source.name] = (parsed.ttl_seconds, parsed.skip_hours)
         return result
 
 
-def apply_limits(parsed: Parsed, limits: LimitsConfig) -> Parsed:
-    """Cut the item list and over-long fields to the configured limits."""
-    items, complete, warnings = parsed.items, parsed.complete, list(parsed.warnings)
-    if len(items) > limits.max_entries:
-        warnings.append(f"{len(items)} entries, keeping the first {limits.max_entries}")
-        items, complete = items[: limits.max_entries], False
-    cap = limits.max_field_chars
-    if any(len(getattr(i, f)) > cap for i in items for f in TRACKED_FIELDS):
-        items = [_cut_fields(i, cap) for i in items]
-        warnings.append(f"fields longer than {cap} characters were cut")
-    return dataclasses.replace(parsed, items=items, complete=complete, warnings=warnings)
-
-
-def _cut_fields(item: Item, cap: int) -> Item:
-    cut = {f: getattr(item, f)[:cap] for f in TRACKED_FIELDS if len(getattr(item, f)) > cap}
-    return dataclasses.replace(item, **cut) if cut else item
-
-
-def _record(url: str, started: str, response: Response) -> FetchRecord:
+def _record(url: str, response: Response) -> FetchRecord:
+    """The ``fetches`` row of a response (its outcome is settled later)."""
     return FetchRecord(
         url=url,
-        started_at=started,
+        started_at=response.started_at or now_db(),
+        queued_ms=response.queued_ms,
         outcome="changed",
         final_url=response.final_url,
         status=response.status,
@@ -218,6 +213,18 @@ def _record(url: str, started: str, response: Response) -> FetchRecord:
         last_modified=response.last_modified,
         body_sha256=hashlib.sha256(response.body).hexdigest() if response.body else None,
         moved_to=response.moved_to,
+    )
+
+
+def _error_record(url: str, exc: FetchError) -> FetchRecord:
+    """The ``fetches`` row of a failed fetch, with the request's own timing if it started."""
+    return FetchRecord(
+        url=url,
+        started_at=exc.started_at or now_db(),
+        queued_ms=exc.queued_ms,
+        duration_ms=exc.elapsed_ms,
+        outcome="error",
+        status=exc.status,
     )
 
 

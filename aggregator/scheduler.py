@@ -40,6 +40,7 @@ from aggregator.fetch import Fetcher
 from aggregator.housekeeping import Housekeeping
 from aggregator.notify.worker import DeliveryWorker
 from aggregator.pipeline import Pipeline, PollResult
+from aggregator.sandbox import ParsePool
 from aggregator.schedule_queue import DueQueue, epoch_now
 from aggregator.store import scheduling
 from aggregator.store.thread import StoreThread
@@ -107,9 +108,10 @@ class Daemon(Housekeeping):
         self.store = StoreThread(
             self.config.storage.database, failing_after=self.config.notify.failing_after
         )
+        parsers = ParsePool(self.config.parse)
         try:
             async with Fetcher(self.config.fetch) as fetcher:
-                self.pipeline = Pipeline(self.config, self.store, fetcher)
+                self.pipeline = Pipeline(self.config, self.store, fetcher, parsers)
                 await self.pipeline.sync()
                 self._install_signals()
                 self.scheduler.add_job(
@@ -130,6 +132,7 @@ class Daemon(Housekeeping):
                 await self.stopping.wait()
                 await self._drain()
         finally:
+            parsers.close()
             self.store.close()
             log.info("daemon.stopped")
 
@@ -283,11 +286,12 @@ class Daemon(Housekeeping):
         except ConfigError as exc:
             log.error("config.reload_failed", path=path, error=str(exc), kept="previous config")
             return
-        if new.storage != self.config.storage or new.fetch != self.config.fetch:
-            log.warning("config.restart_needed", reason="[storage] and [fetch] apply on restart")
-            new = new.model_copy(
-                update={"storage": self.config.storage, "fetch": self.config.fetch}
+        fixed = ("storage", "fetch", "parse")
+        if any(getattr(new, t) != getattr(self.config, t) for t in fixed):
+            log.warning(
+                "config.restart_needed", reason="[storage], [fetch] and [parse] apply on restart"
             )
+            new = new.model_copy(update={t: getattr(self.config, t) for t in fixed})
         old = self.sources
         self.config = self.pipeline.config = new
         await self.pipeline.sync()

@@ -175,16 +175,19 @@ def test_publisher_ttl_and_skip_hours_survive_polls_that_parse_nothing(harness: 
     async def two_polls() -> list:
         from aggregator.fetch import Fetcher
         from aggregator.pipeline import Pipeline
+        from aggregator.sandbox import ParsePool
         from aggregator.store.thread import StoreThread
 
         config = harness.config()
         store = StoreThread(config.storage.database)
+        parsers = ParsePool(config.parse)
         try:
             async with Fetcher(config.fetch) as fetcher:
-                pipeline = Pipeline(config, store, fetcher)
+                pipeline = Pipeline(config, store, fetcher, parsers)
                 await pipeline.sync()
                 return [await pipeline.poll(config.sources[0]) for _ in range(2)]
         finally:
+            parsers.close()
             store.close()
 
     import asyncio

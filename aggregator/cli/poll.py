@@ -12,6 +12,7 @@ from aggregator.config import Config
 from aggregator.fetch import Fetcher
 from aggregator.notify.worker import delivering_after
 from aggregator.pipeline import Pipeline, PollResult
+from aggregator.sandbox import ParsePool
 from aggregator.scheduler import Daemon
 from aggregator.store.thread import StoreThread
 
@@ -46,14 +47,16 @@ async def poll_once(config: Config, names: tuple[str, ...] = ()) -> list[PollRes
         raise click.UsageError(f"no source named {', '.join(sorted(unknown))} in {config.path}")
     chosen = [s for s in config.sources if (s.name in names if names else s.enabled)]
     store = StoreThread(config.storage.database, failing_after=config.notify.failing_after)
+    parsers = ParsePool(config.parse)
     try:
         async with delivering_after(config, store), Fetcher(config.fetch) as fetcher:
-            pipeline = Pipeline(config, store, fetcher)
+            pipeline = Pipeline(config, store, fetcher, parsers)
             await pipeline.sync()
             results = await pipeline.poll_all(chosen)
         await store.call(store.store.prune_fetches, config.storage.keep_fetches)
         return results
     finally:
+        parsers.close()
         store.close()
 
 

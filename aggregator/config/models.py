@@ -70,6 +70,39 @@ class LimitsConfig(_Strict):
     max_field_chars: int = Field(default=1_000_000, gt=0)
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B?)?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: str | int) -> int:
+    """Bytes in a size such as ``192MiB``, ``1G``, ``512KB`` or a bare number of bytes.
+
+    Units are binary (``M`` = ``MB`` = ``MiB`` = 2**20): memory is counted in pages.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"invalid size {value!r}: use bytes or a number with K, M or G")
+    unit = (match.group(2) or "")[:1].upper()
+    return int(float(match.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[unit])
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class ParseConfig(_Strict):
+    """``[parse]``: the worker processes that read untrusted response bodies."""
+
+    #: Worker processes parsing in parallel (one per core is the most that helps).
+    workers: int = Field(default=2, ge=1, le=64)
+    #: Address-space cap of each worker (RLIMIT_AS); a parse past it fails that source.
+    memory_limit: Size = Field(default=192 * 2**20, ge=64 * 2**20)
+    #: Longest one parse may take; past it the worker is killed and replaced.
+    time_limit: Duration = 20.0
+    #: Parses a worker runs before it is replaced (returns fragmented memory).
+    tasks_per_worker: int = Field(default=500, ge=1)
+
+
 class ScheduleConfig(_Strict):
     """``[schedule]``: how the daemon spaces polls and backs off (see README "Run as a service")."""
 
@@ -254,6 +287,7 @@ class Config(_Strict):
     fetch: FetchConfig = Field(default_factory=FetchConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    parse: ParseConfig = Field(default_factory=ParseConfig)
     include: list[str] = Field(default_factory=list)
     defaults: dict[str, Any] = Field(default_factory=dict)
     sources: list[SourceConfig] = Field(default_factory=list)

@@ -20,6 +20,7 @@ from aggregator.digest.model import describe, make_event
 from aggregator.fetch import Fetcher
 from aggregator.parse import PARSERS
 from aggregator.pipeline import Pipeline
+from aggregator.sandbox import ParsePool
 from aggregator.store.queries import ChangeRow, Reader
 from aggregator.store.thread import StoreThread
 from aggregator.timeutil import now_db, to_db, utcnow
@@ -58,10 +59,11 @@ async def _run(
         say(f"Serving the demo story on {server.url('/')} ({names}); database {database}")
         started = now_db()
         store = StoreThread(database)
+        parsers = ParsePool(config.parse)
         seen = 0
         try:
             async with Fetcher(config.fetch) as fetcher:
-                pipeline = Pipeline(config, store, fetcher)
+                pipeline = Pipeline(config, store, fetcher, parsers)
                 await pipeline.sync()
                 for epoch in range(epochs):
                     server.epoch = epoch
@@ -74,6 +76,7 @@ async def _run(
                     if epoch < epochs - 1:
                         await asyncio.sleep(delay)
         finally:
+            parsers.close()
             store.close()
     return started, to_db(utcnow() + timedelta(seconds=1))
 
