@@ -28,6 +28,10 @@ class FetchError(AggregatorError):
     Attributes:
         status: the HTTP status, when a response arrived.
         retry_after: seconds the server asked us to wait, if it said.
+        started_at: when the attempt took its concurrency slot (database time text);
+            None if it failed before taking one.
+        elapsed_ms: the attempt's own time, from taking its slot to the failure.
+        queued_ms: time spent waiting for a concurrency slot before the attempt.
     """
 
     def __init__(
@@ -36,6 +40,9 @@ class FetchError(AggregatorError):
         super().__init__(reason)
         self.status = status
         self.retry_after = retry_after
+        self.started_at: str | None = None
+        self.elapsed_ms: int | None = None
+        self.queued_ms: int | None = None
 
 
 class BlockedAddress(FetchError):

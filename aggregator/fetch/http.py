@@ -7,7 +7,10 @@
   bounded output, since httpx decodes each chunk without limit;
 * redirects followed by hand, at most ``max_redirects``, each hop checked by
   ``netguard``; a chain of only permanent redirects (301/308) reports the new URL;
-* a global and a per-host concurrency cap.
+* a global and a per-host concurrency cap; a response's (or error's) times
+  start when it takes its slot, and the wait for the slot is reported apart;
+* a body shorter than its ``Content-Length``, and an empty 2xx body, are
+  failures, never a document to parse.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from aggregator import __version__
 from aggregator.config import FetchConfig
 from aggregator.errors import FetchError
 from aggregator.fetch.netguard import check_url
-from aggregator.timeutil import utcnow
+from aggregator.timeutil import now_db, utcnow
 
 ACCEPT = (
     "application/rss+xml, application/atom+xml, application/feed+json, application/xml;q=0.9,"
@@ -37,11 +40,17 @@ ACCEPT = (
 )
 REDIRECTS = (301, 302, 303, 307, 308)
 PERMANENT = (301, 308)
+NO_BODY = (204, 304)  # statuses whose Content-Length, if any, describes no bytes sent
 
 
 @dataclass(slots=True)
 class Response:
-    """A successful (2xx or 304) response, body already read and decoded."""
+    """A successful (2xx or 304) response, body already read and decoded.
+
+    ``Fetcher.fetch`` sets the times: ``started_at`` (database time text) is when
+    the request took its concurrency slot, ``elapsed_ms`` its own time from then to
+    the body's end, ``queued_ms`` the wait for the slot before it.
+    """
 
     url: str
     final_url: str
@@ -51,6 +60,8 @@ class Response:
     moved_to: str | None = None
     elapsed_ms: int = 0
     redirects: list[str] = field(default_factory=list)
+    started_at: str | None = None
+    queued_ms: int = 0
 
     @property
     def etag(self) -> str | None:
@@ -141,19 +152,27 @@ class Fetcher:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
-        started = time.monotonic()
+        asked = time.monotonic()
         async with self._global, self._hosts[host]:
+            clock = _Clock(asked)
             try:
-                async with asyncio.timeout(self.config.timeout):
-                    response = await self._follow(url, headers)
-            except TimeoutError:
-                raise FetchError(
-                    f"timed out: no complete response within {self.config.timeout:g}s"
-                ) from None
-            except httpx.HTTPError as exc:
-                raise FetchError(describe_httpx_error(exc)) from None
-        response.elapsed_ms = int((time.monotonic() - started) * 1000)
+                response = await self._within_deadline(url, headers)
+            except FetchError as exc:
+                clock.stamp(exc)
+                raise
+        clock.stamp(response)
         return response
+
+    async def _within_deadline(self, url: str, headers: dict[str, str]) -> Response:
+        try:
+            async with asyncio.timeout(self.config.timeout):
+                return await self._follow(url, headers)
+        except TimeoutError:
+            raise FetchError(
+                f"timed out: no complete response within {self.config.timeout:g}s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise FetchError(describe_httpx_error(exc)) from None
 
     async def _follow(self, url: str, headers: dict[str, str]) -> Response:
         allow_loopback: bool | None = None
@@ -192,6 +211,8 @@ class Fetcher:
         body = await self._read(response)  # read even a 304's empty body: keeps the connection
         if status == 304:
             body = b""
+        elif not body:
+            raise FetchError(f"empty response body (HTTP {status} with no content)", status=status)
         return Response(
             url=url,
             final_url=final,
@@ -204,21 +225,70 @@ class Fetcher:
 
     async def _read(self, response: httpx.Response) -> bytes:
         cap = self.config.max_bytes
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > cap:
+        # a 304 may declare the length of the representation it does not send
+        declared = None if response.status_code in NO_BODY else content_length(response.headers)
+        if declared is not None and declared > cap:
             raise FetchError(f"response too large: Content-Length {declared} > limit {cap} bytes")
         encoding = response.headers.get("content-encoding", "identity").lower().strip()
-        return await read_capped(response.aiter_raw(), encoding, cap)
+        return await read_capped(
+            response.aiter_raw(), encoding, cap, declared=declared, status=response.status_code
+        )
 
 
-async def read_capped(chunks: AsyncIterator[bytes], encoding: str, cap: int) -> bytes:
-    """Read and decode a body, failing as soon as the decoded size passes ``cap``."""
+def content_length(headers: httpx.Headers) -> int | None:
+    """The declared ``Content-Length`` (encoded bytes), or None if absent or malformed."""
+    value = headers.get("content-length", "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def cut_short(received: int, declared: int | None, status: int | None) -> FetchError:
+    """The failure for a body that ended before its declared (or chunked) end.
+
+    It carries the status: a response did arrive, so this is the publisher's
+    failure, not a sign that our network is down.
+    """
+    if declared is not None:
+        reason = (
+            f"body cut short: received {received} of the {declared} bytes its Content-Length"
+            " declares (the server closed the connection early)"
+        )
+    else:
+        reason = (
+            f"body cut short: the server closed the connection after {received} bytes,"
+            " before the end of its chunked body"
+        )
+    return FetchError(reason, status=status)
+
+
+async def read_capped(
+    chunks: AsyncIterator[bytes],
+    encoding: str,
+    cap: int,
+    *,
+    declared: int | None = None,
+    status: int | None = None,
+) -> bytes:
+    """Read and decode a body, failing as soon as the decoded size passes ``cap``.
+
+    ``declared`` is the ``Content-Length``: it counts the raw (still encoded) bytes,
+    so those are counted here, and fewer than declared is a failure (carrying
+    ``status``), as is a connection closed before a chunked body's end.
+    """
     decoder = _Decoder(encoding)
     out = bytearray()
-    async for raw in chunks:
-        out += decoder.feed(raw, cap + 1 - len(out))
-        if len(out) > cap:
-            raise FetchError(f"response too large: more than {cap} bytes after decompression")
+    received = 0
+    try:
+        async for raw in chunks:
+            received += len(raw)
+            out += decoder.feed(raw, cap + 1 - len(out))
+            if len(out) > cap:
+                raise FetchError(f"response too large: more than {cap} bytes after decompression")
+    except httpx.RemoteProtocolError as exc:
+        if "peer closed connection" not in str(exc):  # h11's words for an early close
+            raise
+        raise cut_short(received, declared, status) from None
+    if declared is not None and received < declared:
+        raise cut_short(received, declared, status)
     out += decoder.flush(cap + 1 - len(out))
     if len(out) > cap:
         raise FetchError(f"response too large: more than {cap} bytes after decompression")
@@ -266,6 +336,21 @@ class _Decoder:
         if self.kind in ("gzip", "deflate"):
             return self.z.decompress(self.z.unconsumed_tail, max(room, 1))
         return b""
+
+
+class _Clock:
+    """Times one fetch from the moment it took its concurrency slot."""
+
+    def __init__(self, asked: float) -> None:
+        self.started = time.monotonic()
+        self.started_at = now_db()
+        self.queued_ms = int((self.started - asked) * 1000)
+
+    def stamp(self, target: Response | FetchError) -> None:
+        """Set ``started_at``, ``elapsed_ms`` and ``queued_ms`` on a response or an error."""
+        target.started_at = self.started_at
+        target.elapsed_ms = int((time.monotonic() - self.started) * 1000)
+        target.queued_ms = self.queued_ms
 
 
 def status_error(response: httpx.Response) -> FetchError:
