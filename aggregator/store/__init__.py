@@ -70,6 +70,8 @@ class FetchRecord:
     error: str | None = None
     body_sha256: str | None = None
     moved_to: str | None = None  # new URL after a permanent redirect
+    queued_ms: int | None = None  # wait for a concurrency slot before started_at
+    parse_ms: int | None = None  # parsing and normalising the body
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +373,7 @@ def _fetch_row(
     return (
         source_id, fetch.started_at, fetch.url, fetch.final_url, fetch.status, fetch.outcome,
         fetch.bytes, fetch.duration_ms, fetch.etag, fetch.last_modified, fetch.error, entries,
-        changes,
+        changes, fetch.queued_ms, fetch.parse_ms,
     )  # fmt: skip
 
 

@@ -343,3 +343,19 @@ def _followed_articles(db: Database) -> None:
     """Articles linked from ``follow_links`` feeds and when to re-check each."""
     for statement in _FOLLOWED:
         db.execute(statement)
+
+
+_FETCH_TIMING = [
+    # time spent waiting for a concurrency slot before the request started
+    # (duration_ms is the request's own time), and time spent parsing and normalising
+    # the body; NULL where not measured (older rows, or no body was parsed)
+    "ALTER TABLE fetches ADD COLUMN queued_ms INTEGER",
+    "ALTER TABLE fetches ADD COLUMN parse_ms INTEGER",
+]
+
+
+@migrations(name="0006_fetch_timing")
+def _fetch_timing(db: Database) -> None:
+    """``fetches.queued_ms`` and ``fetches.parse_ms``: where a poll's time went."""
+    for statement in _FETCH_TIMING:
+        db.execute(statement)
