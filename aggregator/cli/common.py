@@ -10,11 +10,16 @@ from typing import Any, TypeVar
 import click
 
 from aggregator import config as config_mod
-from aggregator import log
+from aggregator import log, notify, parse
 from aggregator.config import Config
 from aggregator.errors import AggregatorError, ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: The plugin registries: importing them registers their kinds' option checks
+#: (``aggregator.options``), so every config loaded here has its sources' and sinks'
+#: own keys checked too.
+PLUGIN_REGISTRIES = (parse, notify)
 
 
 def config_options(fn: F) -> F:

@@ -2,8 +2,9 @@
 
 Everything is checked up front: an unknown key, a bad URL, a bad interval or a
 duplicate name raises ``ConfigError`` naming the file, the key path and the
-problem. Kind-specific source options are validated by the source's parser
-(``aggregator.parse.PARSERS``).
+problem. Kind-specific source and sink options are checked by the checkers
+their registries (``aggregator.parse``, ``aggregator.notify``) put in
+``aggregator.options`` when imported: the config never imports a plugin.
 
 Lookup order when no ``--config`` is given: ``$AGGREGATOR_CONFIG``,
 ``./aggregator.toml``, then ``$XDG_CONFIG_HOME/aggregator/config.toml``.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from aggregator.config.models import (
     name_from_url,
 )
 from aggregator.errors import ConfigError
+from aggregator.options import validator
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -164,8 +165,8 @@ def parse(raw: dict[str, Any], where: str = "<config>") -> Config:
         config = Config.model_validate({**raw, "path": where})
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where, raw)) from None
-    _check_sources(config, where)
-    _check_sinks(config, where)
+    _check_named(config.sources, "source", where)
+    _check_named(config.sinks, "sink", where)
     return _check_digests(config, where)
 
 
@@ -175,25 +176,11 @@ def _check_defaults(defaults: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: defaults.{key}: cannot be a default; set it per source")
 
 
-def _check_sources(config: Config, where: str) -> None:
-    from aggregator.parse import validate_options  # the registry lives with the parsers
+def _check_named(items: list[SourceConfig] | list[SinkConfig], noun: str, where: str) -> None:
+    """Unique names, and kind-specific keys valid, for ``[[sources]]`` or ``[[sinks]]``.
 
-    _check_named(config.sources, "source", validate_options, where)
-
-
-def _check_sinks(config: Config, where: str) -> None:
-    from aggregator.notify import validate_options  # the registry lives with the sinks
-
-    _check_named(config.sinks, "sink", validate_options, where)
-
-
-def _check_named(
-    items: list[SourceConfig] | list[SinkConfig],
-    noun: str,
-    validate: Callable[[str, dict[str, Any]], object],
-    where: str,
-) -> None:
-    """Unique names, and kind-specific keys valid, for ``[[sources]]`` or ``[[sinks]]``."""
+    The keys are checked by the plugin family's registered checker (``noun``).
+    """
     seen: dict[str, int] = {}
     for i, item in enumerate(items):
         label = f"{where}: {noun}s[{i}]"
@@ -204,7 +191,7 @@ def _check_named(
             )
         seen[item.name] = i
         try:
-            validate(item.kind, item.options)
+            validator(noun)(item.kind, item.options)
         except ConfigError as exc:
             raise ConfigError(f"{label}.{exc}") from None
 

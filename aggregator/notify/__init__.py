@@ -20,7 +20,7 @@ from aggregator.notify.email import EmailSink
 from aggregator.notify.jsonl import JsonlSink
 from aggregator.notify.stdout import StdoutSink
 from aggregator.notify.webhook import WebhookSink
-from aggregator.options import validate_plugin_options
+from aggregator.options import register_validator, validate_plugin_options
 
 __all__ = ["SINKS", "DeliveryError", "Sink", "make_sink", "validate_options"]
 
@@ -48,6 +48,9 @@ def sink_class(kind: str) -> type[Sink]:
 def validate_options(kind: str, options: Mapping[str, Any]) -> BaseModel:
     """Check the kind-specific keys of a sink; ``ConfigError`` names the bad key."""
     return validate_plugin_options(sink_class(kind).Options, options, f"sink kind {kind!r}")
+
+
+register_validator("sink", validate_options)  # so the config checks sinks' keys at load
 
 
 def make_sink(kind: str, name: str, options: Mapping[str, Any]) -> Sink:

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from aggregator.errors import ConfigError
 from aggregator.models import Parsed
-from aggregator.options import validate_plugin_options
+from aggregator.options import register_validator, validate_plugin_options
 from aggregator.parse.feed import FeedParser
 from aggregator.parse.liveblog import LiveblogParser
 from aggregator.parse.page import PageParser
@@ -68,3 +68,6 @@ def volatile_patterns(kind: str) -> Sequence[re.Pattern[str]]:
 def validate_options(kind: str, options: Mapping[str, Any]) -> BaseModel:
     """Check the kind-specific keys of a source; ``ConfigError`` names the bad key."""
     return validate_plugin_options(get_parser(kind).Options, options, f"kind {kind!r}")
+
+
+register_validator("source", validate_options)  # so the config checks kinds' keys at load
