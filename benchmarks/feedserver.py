@@ -98,6 +98,21 @@ class Feed:
         ).encode()
 
 
+def entity_bomb(entity_kb: int = 100, references: int = 100_000) -> bytes:
+    """A ~400 KB RSS feed declaring one 100 KB entity and referencing it 100,000 times.
+
+    Expanded, its one description is 10 GB: the "quadratic blowup" that drove
+    feedparser's loose parser to 3.8 GB before entity declarations were refused.
+    """
+    value = "ceasefire " * (entity_kb * 102)
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        f'<!DOCTYPE rss [<!ENTITY a "{value}">]><rss version="2.0"><channel><title>b</title>'
+        f"<item><guid>bomb</guid><title>Talks</title><description>{'&a;' * references}"
+        "</description></item></channel></rss>"
+    ).encode()
+
+
 class FeedServer:
     """The feeds plus the HTTP handling."""
 
@@ -126,6 +141,8 @@ class FeedServer:
             return 200, {}, b"true"
         if path == "/_requests":
             return 200, {"Content-Type": "application/json"}, json.dumps(self.requests).encode()
+        if path == "/bomb.xml":  # hostile: never 304, so every poll must read it again
+            return 200, {"Content-Type": "application/rss+xml"}, entity_bomb()
         self.requests += 1
         try:
             feed = self.feeds[int(path.removeprefix("/feed/").removesuffix(".xml"))]
