@@ -33,6 +33,8 @@ FORBIDDEN = {
     "diff": {"fetch", "store", "notify", "digest", "pipeline", "scheduler", "cli"},
     "parse": {"fetch", "store", "notify", "digest", "pipeline", "scheduler", "cli"},
     "fetch": {"parse", "store", "notify", "digest", "pipeline", "scheduler", "cli"},
+    # the worker boundary: bytes in, items out; nothing that does I/O or SQL
+    "sandbox": {"fetch", "store", "notify", "digest", "pipeline", "follow", "scheduler", "cli"},
     "store": {"fetch", "notify", "digest", "pipeline", "scheduler", "cli"},
     "notify": {"parse", "pipeline", "scheduler", "cli"},  # may reuse fetch's HTTP helpers
     "digest": {"fetch", "parse", "pipeline", "scheduler", "cli", "notify"},
