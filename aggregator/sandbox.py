@@ -53,8 +53,10 @@ from aggregator.parse.feed import ENTRY_CAP
 
 log = structlog.get_logger("aggregator.sandbox")
 
-#: Modules the fork server imports once, so a new worker starts warm.
-PRELOAD = ["aggregator.sandbox"]
+#: Modules the fork server imports once, so a new worker starts warm. ``__main__``
+#: (the ``aggregator`` script) is among them: multiprocessing re-imports the main
+#: module in every child otherwise.
+PRELOAD = ["__main__", "aggregator.sandbox"]
 MIB = 2**20
 
 
