@@ -6,8 +6,9 @@ sanitiser; most feeds are simple RSS 2.0 that lxml reads in a tenth of that.
 else, so the caller falls back to feedparser:
 
 * a UTF-8 document (by feedparser's own ``convert_to_utf8`` decision), no
-  DOCTYPE or entity declarations, well-formed for libxml2 (no DTD loaded, no
-  entity resolved, no network);
+  DOCTYPE or entity declarations (``feed.py`` refuses any document declaring
+  entities before this runs, ``xmlsafe``), well-formed for libxml2 (no DTD
+  loaded, no entity resolved, no network);
 * ``<rss>`` > one ``<channel>`` > plain elements; no namespaced element, no
   attribute anywhere except ``rss/@version`` and ``guid/@isPermaLink``;
 * items whose children are ``title``, ``link``, ``guid``, ``pubDate``,
@@ -62,13 +63,19 @@ class _Unusual(Exception):
 Entries = list[dict[str, Any]]
 
 
-def read(body: bytes, headers: Mapping[str, str]) -> tuple[dict[str, Any], Entries] | None:
+def read(
+    body: bytes,
+    headers: Mapping[str, str],
+    converted: tuple[bytes, Mapping[str, Any]] | None = None,
+) -> tuple[dict[str, Any], Entries] | None:
     """Feed-level values and entries as feedparser would give them, or ``None``.
 
     Args:
         body: the response body.
         headers: lower-case response headers, with ``content-location`` set to
             the final URL (as for ``feedparser.parse``).
+        converted: ``convert_to_utf8``'s data and result for ``body`` and
+            ``headers``, when the caller already has them (saves a decoding).
 
     Returns:
         ``(feed, entries)`` (plain dicts with feedparser's keys), or ``None``
@@ -76,8 +83,7 @@ def read(body: bytes, headers: Mapping[str, str]) -> tuple[dict[str, Any], Entri
     """
     if b"<!DOCTYPE" in body or b"<!ENTITY" in body or b"<rss" not in body[:4096]:
         return None
-    result: dict[str, Any] = {}
-    data = convert_to_utf8(dict(headers), body, result)
+    data, result = converted or _convert(body, headers)
     if result.get("bozo") or result.get("encoding") != "utf-8":
         return None
     try:
@@ -85,6 +91,11 @@ def read(body: bytes, headers: Mapping[str, str]) -> tuple[dict[str, Any], Entri
         return _read_rss(root, _base_uri(headers.get("content-location", "")))
     except (etree.XMLSyntaxError, _Unusual, ValueError):
         return None
+
+
+def _convert(body: bytes, headers: Mapping[str, str]) -> tuple[bytes, dict[str, Any]]:
+    result: dict[str, Any] = {}
+    return convert_to_utf8(dict(headers), body, result), result
 
 
 def _base_uri(location: str) -> str:

@@ -3,6 +3,12 @@
 feedparser is called with its sanitiser and relative-URI rewriting off: we
 store what the publisher sent and sanitise once, where HTML is rendered
 (digests, notifications). That halves the parse cost.
+
+Before any XML parser sees the bytes, invalid UTF-8 sequences of a UTF-8
+document are replaced (``encoding``) and a document declaring XML entities is
+refused (``xmlsafe``). A body that yields nothing is a ``ParseError``, never an
+empty result: an empty body, XML that is not well-formed and gives no entry.
+A well-formed feed with no items is a valid, empty result.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any, ClassVar
+from xml.sax import SAXParseException
 
 import feedparser
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from aggregator.errors import ParseError
 from aggregator.models import Item, Parsed
 from aggregator.normalize import item_key, unique_keys
-from aggregator.parse import fastrss
+from aggregator.parse import fastrss, xmlsafe
+from aggregator.parse.encoding import decode_json, repair_utf8
 from aggregator.timeutil import iso_to_db, struct_to_db
 
 # bozo exceptions that do not mean data was lost
@@ -58,6 +66,8 @@ class FeedParser:
         self, body: bytes, *, url: str, headers: Mapping[str, str], options: Any = None
     ) -> Parsed:
         """Parse an RSS, Atom or JSON Feed document."""
+        if not body.strip():
+            raise ParseError("empty response body: expected a feed")
         if looks_like_json(body, headers):
             return parse_json_feed(body)
         return parse_xml_feed(body, url=url, headers=headers)
@@ -75,13 +85,17 @@ def parse_xml_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> Pars
         raise ParseError("empty response body: expected a feed")
     hdrs = {k.lower(): v for k, v in headers.items()}
     hdrs["content-location"] = url
+    body, repaired = repair_utf8(body, hdrs)
     body, cut_warning = cut_entries(body, ENTRY_CAP.get())
-    fast = None if cut_warning else fastrss.read(body, hdrs)
+    converted = xmlsafe.checked(body, hdrs)  # ParseError if it declares entities
+    fast = None if cut_warning else fastrss.read(body, hdrs, (converted.data, converted.result))
     if fast is not None:  # plain RSS 2.0: the same entries as feedparser, 10x cheaper
         feed, entries = fast
         complete, warnings = True, []
     else:
         feed, entries, complete, warnings = _feedparser(body, hdrs, cut_warning)
+    if repaired:
+        warnings = [repaired, *warnings]
     keys = unique_keys(
         item_key(_str(e.get("id")), _str(e.get("link")), _str(e.get("title"))) for e in entries
     )
@@ -106,11 +120,23 @@ def _feedparser(
     if not data.get("version") and not data.entries:
         raise ParseError(_not_a_feed(body, hdrs, data))
     complete = not (data.get("bozo") and not isinstance(data.get("bozo_exception"), _HARMLESS_BOZO))
+    if not complete and not data.entries:
+        raise ParseError(
+            "the feed is not well-formed XML and no entry could be read from it"
+            f" ({_xml_error(data.get('bozo_exception'))})"
+        )
     warnings = [] if complete else [f"feed is malformed: {data.get('bozo_exception')}"]
     if cut_warning:
         complete = False
         warnings = [cut_warning]
     return data.feed, data.entries, complete, warnings
+
+
+def _xml_error(exc: Any) -> str:
+    """A SAX error as "line L, column C: message" (feedparser's str says "<unknown>:L:C")."""
+    if isinstance(exc, SAXParseException):
+        return f"line {exc.getLineNumber()}, column {exc.getColumnNumber()}: {exc.getMessage()}"
+    return str(exc)
 
 
 def cut_entries(body: bytes, cap: int | None) -> tuple[bytes, str | None]:
@@ -178,7 +204,7 @@ def _not_a_feed(body: bytes, headers: Mapping[str, str], data: Any) -> str:
 def parse_json_feed(body: bytes) -> Parsed:
     """JSON Feed 1.0 / 1.1 (https://jsonfeed.org/version/1.1)."""
     try:
-        doc = json.loads(body)
+        doc = json.loads(decode_json(body))
     except (ValueError, RecursionError) as exc:
         raise ParseError(f"response is not valid JSON: {exc}") from None
     if not isinstance(doc, dict) or not str(doc.get("version", "")).startswith(
