@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import time
 
-import structlog
-
 from tests import liveblog_story as story
 from tests.conftest import Harness
 
@@ -145,30 +143,31 @@ def test_jsonld_shapes_graph_lists_and_an_invalid_block(harness: Harness) -> Non
 
 
 def test_malformed_jsonld_removes_nothing_and_says_why(harness: Harness) -> None:
-    """When the only LiveBlogPosting block is broken, no post is removed and a warning names it."""
+    """When the only LiveBlogPosting block is broken the poll fails naming it; none is removed."""
     harness.add("live", "/live.html", kind="liveblog")
     serve_html(harness, "/live.html", story.blog_epoch(0))
     harness.poll()
     broken = story.blog_epoch(0, noise=1).replace('"liveBlogUpdate": [', '"liveBlogUpdate": [,', 1)
     serve_html(harness, "/live.html", broken)
-    with structlog.testing.capture_logs() as logs:
-        [result] = harness.poll()
-    assert result.ok and result.outcome == "unchanged"
+    [result] = harness.poll()
+    assert not result.ok and result.outcome == "error"
+    assert (result.error or "").startswith("no live-blog posts found: JSON-LD block ")
+    assert "JSON-LD block 3 is not valid JSON" in (result.error or "")
     assert [c for c in harness.changes() if c[0] != "new"] == []
     [entries] = harness.rows("SELECT count(*) AS n FROM entries WHERE removed_at IS NULL")
     assert entries["n"] == 4
-    assert any("JSON-LD block 3 is not valid JSON" in str(line) for line in logs)
 
 
 def test_page_without_posts_keeps_history(harness: Harness) -> None:
-    """A live blog showing no posts tracks its headline and deletes nothing."""
+    """A live blog showing no posts is a recorded failure that deletes nothing."""
     harness.add("live", "/live.html", kind="liveblog")
     serve_html(harness, "/live.html", story.blog_epoch(0))
     harness.poll()
     serve_html(harness, "/live.html", story.jsonld_blog(story.HEADLINE_2, [], noise=3))
     [result] = harness.poll()
-    assert result.ok
-    assert new_changes(harness, 4) == [("changed", "page", '["title"]')]
+    assert not result.ok
+    assert "its LiveBlogPosting JSON-LD lists no liveBlogUpdate posts" in (result.error or "")
+    assert new_changes(harness, 4) == []
 
 
 def test_two_thousand_posts(harness: Harness) -> None:

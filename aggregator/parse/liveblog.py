@@ -16,9 +16,10 @@ edited body is a ``changed`` post, not a deletion plus a new one.
 The page itself (headline and description) is the entry keyed ``page``,
 listed first and without a published date, so it never counts as an "older
 post still listed" when deciding removals. A page on which no post was found
-is read as partial: nothing is removed (a redesign must not delete history);
-if in addition no ``LiveBlogPosting`` was found and a JSON-LD block was
-invalid, the page entry is not read either (its headline would be a guess).
+is a ``ParseError`` saying why (no ``LiveBlogPosting`` JSON-LD, a JSON-LD block
+that is not valid JSON or nested too deeply, the post selector matched
+nothing): the poll is recorded as failed and nothing is removed (a redesign
+must not delete history, and must not pass silently either).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from urllib.parse import urljoin
 from pydantic import BaseModel, ConfigDict, field_validator
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from aggregator.errors import ParseError
 from aggregator.models import Item, Parsed
 from aggregator.normalize import VOLATILE_PATTERNS, clean_text, html_to_text, unique_keys
 from aggregator.parse.markup import (
@@ -116,26 +118,34 @@ class LiveblogParser:
         options = options or LiveblogOptions()
         tree = load_html(body, headers, kind=self.kind)
         nodes, warnings = json_ld(tree)
-        broken_jsonld = bool(warnings)
         blogs = [n for n in nodes if has_type(n, "LiveBlogPosting")]
         posts = [p for blog in blogs for p in _jsonld_posts(blog, url)]
         if not posts and options.selectors is not None:
             posts = _selector_posts(tree, options.selectors, url)
         if not posts:
-            warnings.append(
-                "no posts found (no LiveBlogPosting JSON-LD updates"
-                f"{' and the post selector matched nothing' if options.selectors else ''});"
-                " nothing is marked removed"
-            )
-            if not blogs and broken_jsonld:
-                # the blog's own JSON-LD is probably the broken block: do not guess its headline
-                return Parsed(items=[], complete=False, warnings=warnings)
+            raise ParseError(no_posts_reason(bool(blogs), warnings, options.selectors))
         keys = unique_keys(p.key for p in posts)
         posts = [_rekey(p, k) for p, k in zip(posts, keys, strict=True)]
         page = _page_item(tree, blogs[0] if blogs else {}, url)
-        return Parsed(
-            items=[page, *posts], title=page.title, complete=bool(posts), warnings=warnings
-        )
+        return Parsed(items=[page, *posts], title=page.title, warnings=warnings)
+
+
+def no_posts_reason(
+    found_blog: bool, jsonld_warnings: list[str], selectors: LiveblogSelectors | None
+) -> str:
+    """Why a live-blog page gave no post, in words a user can act on."""
+    if found_blog:
+        why = "its LiveBlogPosting JSON-LD lists no liveBlogUpdate posts"
+    elif jsonld_warnings:
+        why = "; ".join(w.removesuffix(", skipped") for w in jsonld_warnings)
+        why = why.replace(", skipped:", ":")
+    else:
+        why = "the page has no schema.org LiveBlogPosting JSON-LD"
+    if selectors is None:
+        hint = '; to read posts from the HTML instead, set selectors = { post = "CSS selector" }'
+    else:
+        hint = f"; and the post selector {selectors.post!r} matched nothing on the page"
+    return f"no live-blog posts found: {why}{hint}"
 
 
 def _rekey(item: Item, key: str) -> Item:

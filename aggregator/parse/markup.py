@@ -75,11 +75,24 @@ def json_ld(tree: LexborHTMLParser) -> tuple[list[dict[str, Any]], list[str]]:
             continue
         try:
             data = json.loads(text, strict=False)  # strict=False: raw newlines in strings
-        except (ValueError, RecursionError) as exc:
-            warnings.append(f"JSON-LD block {number} is not valid JSON, skipped: {exc}")
+        except RecursionError:  # the C decoder stops at the interpreter's recursion limit
+            warnings.append(f"JSON-LD block {number} is nested too deeply to read, skipped")
+            continue
+        except ValueError as exc:
+            warnings.append(f"JSON-LD block {number} is not valid JSON, skipped: {exc}{_cut(exc)}")
             continue
         nodes.extend(_flatten(data))
     return nodes, warnings
+
+
+def _cut(exc: ValueError) -> str:
+    """A hint when a JSON-LD block ends inside a string: a ``</script>`` cut it short."""
+    if isinstance(exc, json.JSONDecodeError) and exc.msg.startswith("Unterminated string"):
+        return (
+            '; it ends inside a string, as when a "</script>" inside a JSON-LD string ends'
+            ' the script element early (the publisher must write it as "<\\/script>")'
+        )
+    return ""
 
 
 def _flatten(data: Any, depth: int = 0) -> Iterator[dict[str, Any]]:
