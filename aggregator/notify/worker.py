@@ -19,7 +19,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -31,6 +31,7 @@ from aggregator.events import fold_events
 from aggregator.notify import Sink, make_sink
 from aggregator.notify.base import DeliveryError
 from aggregator.notify.filters import Filter
+from aggregator.store import Store
 from aggregator.store.outbox import Delivery, Queued
 from aggregator.store.thread import StoreThread
 from aggregator.timeutil import from_db, now_db, to_db, utcnow
@@ -63,6 +64,20 @@ class Route:
     sink: Sink
     filter: Filter
     sink_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One send's outcome, and how to write it (on the store's thread)."""
+
+    outcome: str
+    event_id: str
+    record: Callable[[], None]
+    details: dict[str, Any]
+
+    def log(self) -> None:
+        report = log.info if self.outcome == "delivered" else log.warning
+        report("delivery." + self.outcome, event_id=self.event_id, **self.details)
 
 
 class DeliveryWorker:
@@ -106,16 +121,30 @@ class DeliveryWorker:
         return sum(results, Counter())
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set, waking when the next delivery is due."""
-        while not stop.is_set():
-            try:
-                await self.run_once()
-                wait = await self._next_wait()
-            except Exception as exc:  # keep delivering after a transient database error
-                log.exception("delivery.crashed", error=str(exc))
-                wait = self.check_every
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=wait)
+        """Deliver until ``stop`` is set.
+
+        Wakes as soon as a transaction that wrote outbox events commits (the
+        store's thread signals it), when the next delivery is due (a backoff,
+        quiet hours, a batch window) and, at the latest, every ``check_every``
+        (for events written by another process, e.g. ``aggregator poll``). A
+        woken worker with nothing due sends nothing and sleeps again.
+        """
+        wake = asyncio.Event()
+        unsubscribe = self.store.wake_on_outbox(wake)
+        try:
+            while not stop.is_set():
+                wake.clear()  # a commit from now on wakes the next wait
+                try:
+                    await self.run_once()
+                    wait = await self._next_wait()
+                except Exception as exc:  # keep delivering after a transient database error
+                    log.exception("delivery.crashed", error=str(exc))
+                    wait = self.check_every
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await first_of(stop, wake)
+        finally:
+            unsubscribe()
 
     async def start(self, stop: asyncio.Event) -> DeliveryWorker:
         """Register the sinks, then run ``run(stop)`` as a background task; returns self."""
@@ -140,27 +169,24 @@ class DeliveryWorker:
         wait = self.check_every
         now = utcnow()
         for route in self.routes:
-            wake = await self.store.call(self.store.store.wake_at, route.sink_id)
+            wake = await self.store.call(self.store.store.wake_at, route.sink_id, to_db(now))
             if wake is not None:
                 wait = min(wait, (from_db(wake) - now).total_seconds())
         return max(0.02, wait)
 
     async def _run_route(self, route: Route) -> Counter[str]:
         counts: Counter[str] = Counter()
+        store = self.store.store
         with structlog.contextvars.bound_contextvars(sink=route.config.name):
             await self._enqueue(route)
-            while True:
-                delivery = await self.store.call(
-                    self.store.store.next_delivery, route.sink_id, now_db()
-                )
-                if delivery is None or (
-                    delivery.next_attempt_at and delivery.next_attempt_at > now_db()
-                ):
-                    return counts
-                outcome = await self._attempt(route, delivery)
-                counts[outcome] += 1
-                if outcome == "retry":
-                    return counts
+            delivery = await self.store.call(store.next_delivery, route.sink_id, now_db())
+            while delivery is not None and not _waiting(delivery):
+                attempt = await self._attempt(route, delivery)
+                counts[attempt.outcome] += 1
+                # one trip to the store's thread per event: record it, read the next one
+                delivery = await self.store.call(_record_then_next, store, attempt, route.sink_id)
+                attempt.log()
+        return counts
 
     async def _enqueue(self, route: Route) -> None:
         store = self.store.store
@@ -174,7 +200,8 @@ class DeliveryWorker:
                     queued.append(Queued(event.id, to_db(due), key, event.created_at))
             await self.store.call(store.enqueue, route.sink_id, queued, events[-1].id)
 
-    async def _attempt(self, route: Route, delivery: Delivery) -> str:
+    async def _attempt(self, route: Route, delivery: Delivery) -> Attempt:
+        """Send the delivery's event(s); the attempt is written by ``_record_then_next``."""
         event = fold_events([json.loads(raw) for raw in delivery.raws])
         raw = delivery.raws[0] if len(delivery.raws) == 1 else json.dumps(event, ensure_ascii=False)
         started = time.monotonic()
@@ -193,16 +220,15 @@ class DeliveryWorker:
         duration = int((time.monotonic() - started) * 1000)
         record = functools.partial(
             self.store.store.record_attempt,
+            delivery.id,
+            outcome,
             code=code,
             error=error,
             duration_ms=duration,
             retry_at=retry_at,
         )
-        await self.store.call(record, delivery.id, outcome)
-        report = log.info if outcome == "delivered" else log.warning
         details = {k: v for k, v in (("error", error), ("retry_at", retry_at)) if v}
-        report("delivery." + outcome, event_id=event["id"], **details)
-        return outcome
+        return Attempt(outcome, event["id"], record, details)
 
     def _retry_at(self, attempts: int, retry_after: float | None) -> str:
         wait = self.backoff.delay(attempts, retry_after)
@@ -227,6 +253,27 @@ async def delivering_after(config: Config, store: StoreThread) -> AsyncIterator[
             await worker.run_once()
     finally:
         await worker.aclose()
+
+
+def _waiting(delivery: Delivery) -> bool:
+    """Whether the delivery is waiting out a backoff."""
+    return bool(delivery.next_attempt_at and delivery.next_attempt_at > now_db())
+
+
+def _record_then_next(store: Store, attempt: Attempt, sink_id: int) -> Delivery | None:
+    """Write the attempt; then the sink's next due delivery, unless it must wait a backoff."""
+    attempt.record()
+    return None if attempt.outcome == "retry" else store.next_delivery(sink_id, now_db())
+
+
+async def first_of(*events: asyncio.Event) -> None:
+    """Return when one of ``events`` is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
 
 
 def missing_env(options: dict[str, Any]) -> list[tuple[str, str]]:

@@ -145,12 +145,20 @@ class DeliveryQueries:
         )
         return Delivery(row[0], row[1], row[2], [raws[i] for i in ids])
 
-    def wake_at(self, sink_id: int) -> str | None:
-        """When the sink's queue next has something due (``None``: nothing pending)."""
+    def wake_at(self, sink_id: int, now: str | None = None) -> str | None:
+        """When the sink's queue may next move (``None``: nothing pending).
+
+        The head of the queue is the oldest pending delivery due at ``now``; while
+        it waits out a backoff, the deliveries queued behind it wait too, so only
+        the head and the ones not due yet (quiet hours, batch windows) count.
+        """
+        now = now or now_db()
         row = self.db.execute(
             "SELECT MIN(MAX(due_at, COALESCE(next_attempt_at, due_at))) FROM deliveries"
-            " WHERE sink_id = ? AND status = 'pending'",
-            [sink_id],
+            " WHERE sink_id = ? AND status = 'pending' AND (due_at > ? OR id = (SELECT id"
+            " FROM deliveries WHERE sink_id = ? AND status = 'pending' AND due_at <= ?"
+            " ORDER BY id LIMIT 1))",
+            [sink_id, now, sink_id, now],
         ).fetchone()
         return row[0] if row else None
 
