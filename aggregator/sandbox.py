@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import dataclasses
 import multiprocessing
+import os
 import re
 import resource
 import signal
@@ -178,6 +179,11 @@ class ParsePool:
     def __init__(self, config: ParseConfig | None = None) -> None:
         self.config = config or ParseConfig()
         self._pool: ProcessPool | None = None
+
+    def start(self) -> ParsePool:
+        """Start the workers now rather than at the first parse (the daemon does)."""
+        self._start().schedule(os.getpid)  # pebble starts its workers at the first task
+        return self
 
     def _start(self) -> ProcessPool:
         if self._pool is None:

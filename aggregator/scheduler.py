@@ -113,6 +113,7 @@ class Daemon(Housekeeping):
             async with Fetcher(self.config.fetch) as fetcher:
                 self.pipeline = Pipeline(self.config, self.store, fetcher, parsers)
                 await self.pipeline.sync()
+                parsers.start()  # the process tree is complete from the start
                 self._install_signals()
                 self.scheduler.add_job(
                     self._dispatch, self.queue, id=SOURCES_JOB, name=SOURCES_JOB,
@@ -124,7 +125,12 @@ class Daemon(Housekeeping):
                 self.scheduler.start()
                 summary = await self._heartbeat("running")
                 sdnotify.notify("READY=1", f"STATUS={summary}")
-                log.info("daemon.started", sources=len(self.queue), pid=os.getpid())
+                log.info(
+                    "daemon.started",
+                    sources=len(self.queue),
+                    pid=os.getpid(),
+                    parse_workers=parsers.pids(),
+                )
                 # Extra background tasks start here (they are cancelled in _drain).
                 self.start_task(self._heartbeat_loop())
                 self.start_task(self._watchdog_loop())

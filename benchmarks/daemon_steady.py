@@ -7,8 +7,10 @@ cold ``aggregator poll``, then runs ``aggregator run`` with every source on a
 fixed ``interval`` (``adaptive = false``; scaled down from 5 minutes so a run is
 short) and, after one warm-up interval, samples the daemon's CPU time and RSS
 from /proc for ``cycles`` intervals. Prints CPU seconds per cycle (one poll of
-every source), the share of one core that is at a 5-minute interval, requests
-seen by the server, and the peak RSS during the window.
+every source) of the whole process tree (the daemon, its fork server and parse
+workers), the share of one core that is at a 5-minute interval, requests seen by
+the server, the daemon's peak RSS and the tree's peak RSS and PSS (shared pages
+counted once) during the window.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import time
 from pathlib import Path
 from urllib.request import urlopen
 
+from daemon_bomb import memory_kb, tree  # benchmarks/ is the script's directory
+
 ROOT = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -30,6 +34,23 @@ def proc_cpu(pid: int) -> float:
     """User + system CPU seconds of ``pid``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants (the parse workers)."""
+    total = 0.0
+    for member in tree(pid):
+        try:
+            total += proc_cpu(member)
+        except (OSError, IndexError):
+            continue
+    return total
+
+
+def tree_memory_mb(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) in MB of ``pid`` and its descendants: the fork server, the parse workers."""
+    sizes = [memory_kb(member) for member in tree(pid)]
+    return sum(r for r, _ in sizes) / 1024, sum(p for _, p in sizes) / 1024
 
 
 def proc_rss_mb(pid: int) -> float:
@@ -99,22 +120,28 @@ def main() -> None:
 
 
 def measure(pid: int, base: str, args: argparse.Namespace) -> None:
-    """Sample CPU and RSS of the daemon over ``cycles`` intervals after a warm-up."""
+    """Sample CPU and RSS of the daemon's process tree over ``cycles`` intervals."""
     time.sleep(args.interval * 1.5)
-    cpu0, req0, t0 = proc_cpu(pid), requests(base), time.monotonic()
-    peak = 0.0
+    cpu0, req0, t0 = tree_cpu(pid), requests(base), time.monotonic()
+    peak = peak_tree_rss = peak_tree_pss = 0.0
     while time.monotonic() - t0 < args.interval * args.cycles:
         peak = max(peak, proc_rss_mb(pid))
+        rss, pss = tree_memory_mb(pid)
+        peak_tree_rss, peak_tree_pss = max(peak_tree_rss, rss), max(peak_tree_pss, pss)
         time.sleep(1.0)
-    cpu, reqs = proc_cpu(pid) - cpu0, requests(base) - req0
+    cpu, reqs = tree_cpu(pid) - cpu0, requests(base) - req0
     wall = time.monotonic() - t0
     cycles = reqs / args.feeds
     per_cycle = cpu / cycles if cycles else float("nan")
-    print(f"window {wall:.0f} s: {reqs} requests ({cycles:.2f} cycles), daemon CPU {cpu:.1f} s")
+    print(f"window {wall:.0f} s: {reqs} requests ({cycles:.2f} cycles), tree CPU {cpu:.1f} s")
     print(f"CPU per cycle (every source once): {per_cycle:.1f} s")
     print(f"  = {1000 * per_cycle / args.feeds:.2f} ms per source")
     print(f"  = {100 * per_cycle / 300:.1f}% of one core at a 5-minute interval")
     print(f"daemon RSS: {proc_rss_mb(pid):.0f} MB now, {peak:.0f} MB peak in the window")
+    print(
+        f"process tree ({len(tree(pid))} processes, parse workers included): peak RSS"
+        f" {peak_tree_rss:.0f} MB, peak PSS {peak_tree_pss:.0f} MB"
+    )
 
 
 if __name__ == "__main__":
