@@ -131,7 +131,7 @@ def kill_repeatedly(
         if hook is not None and n == kills // 2:
             hook.start()
         proc = start_daemon(config)
-        time.sleep(rng.uniform(0.8, 2.5))  # start-up takes ~0.7 s; kill during polls
+        time.sleep(rng.uniform(1.8, 3.5))  # start-up (parse workers included) ~1.6 s
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
 
