@@ -155,7 +155,7 @@ async def _check(pipeline: Poller, source: SourceConfig, article: dict[str, Any]
     record.parse_ms = output.parse_ms
     for warning in output.warnings:
         log.warning("follow.warning", url=article["url"], warning=warning)
-    return await pipeline.store.call(_store, pipeline, source, article, output, record)
+    return await pipeline.store.write(_store, pipeline, source, article, output, record)
 
 
 def _fill(record: FetchRecord, response: Response) -> None:
@@ -173,7 +173,7 @@ async def _failed(
     log.warning("follow.failed", url=article["url"], error=record.error)
     failures = article["consecutive_failures"] + 1
     when = _next_check_at(article, source.interval, False, failures)
-    await pipeline.store.call(
+    await pipeline.store.write(
         store_articles.record_check, pipeline.store.store, article, record, when
     )
     return []

@@ -135,7 +135,7 @@ class Pipeline:
         for warning in output.warnings:
             log.warning("parse.warning", warning=warning)
         self.hints[source.name] = (output.parsed.ttl_seconds, output.parsed.skip_hours)
-        return await self.store.call(self._store, source, source_id, output, record, result)
+        return await self.store.write(self._store, source, source_id, output, record, result)
 
     def _task(self, source: SourceConfig, response: Response) -> ParseTask:
         limits = self.config.limits
@@ -160,7 +160,7 @@ class Pipeline:
     ) -> PollResult:
         """Record a failed poll (fetch or parse) and return its result."""
         record.outcome, record.error, record.body_sha256 = "error", str(exc), None
-        await self.store.call(self.store.store.record_fetch, source_id, record)
+        await self.store.write(self.store.store.record_fetch, source_id, record)
         status = getattr(exc, "status", None) or record.status
         failed = result or PollResult(source.name, "error")
         failed.outcome, failed.error, failed.status = "error", str(exc), status

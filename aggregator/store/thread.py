@@ -1,8 +1,10 @@
 """Run every database call on one dedicated thread.
 
 sqlite3 connections belong to the thread that made them, and SQLite has one
-writer at a time anyway: the async daemon hands each write (and the parsing
-that feeds it) to this thread and awaits the result.
+writer at a time anyway: the async daemon hands each database call to this
+thread and awaits the result. Polls' writes go through ``write``, which commits
+the writes that queued while the thread was busy together (group commit): one
+transaction, one commit and one full-text index flush for many polls.
 
 Outbox signal: a temporary trigger on this thread's connection notes every row
 inserted into ``outbox``, whichever code inserted it (a poll, a source event,
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +41,27 @@ OUTBOX_TRIGGER = (
 )
 
 
+#: Most writes committed together by ``StoreThread.write``.
+MAX_GROUP = 64
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    done: asyncio.Future[Any]
+
+
+def _settle(done: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+    if done.cancelled():
+        return
+    ok, value = outcome
+    if ok:
+        done.set_result(value)
+    else:
+        done.set_exception(value)
+
+
 class StoreThread:
     """A ``Store`` living on its own thread."""
 
@@ -44,11 +69,62 @@ class StoreThread:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._written = False  # outbox rows inserted since the last signal (store thread only)
         self._listeners: tuple[Callable[[], None], ...] = ()
+        self._queue: list[_Write] = []  # writes waiting for the next group (under _lock)
+        self._writing = False  # a group is queued or running on the thread (under _lock)
+        self._lock = threading.Lock()
         self.store: Store = self._pool.submit(self._open, path, failing_after).result()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the store's thread."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._run, fn, args)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the store's thread, committed with the writes queued meanwhile.
+
+        Group commit: while the thread is busy, writes queue; its next turn runs up
+        to ``MAX_GROUP`` of them in one transaction, each in its own savepoint (a
+        write that raises is rolled back alone and raises here), with one commit.
+        An idle thread takes a write at once, so a lone write waits for nothing.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            self._queue.append(_Write(fn, args, done))
+            start, self._writing = not self._writing, True
+        if start:
+            self._pool.submit(self._run, self._write_group, (loop,))
+        return await done
+
+    def _write_group(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+        outcomes = self._apply(group)
+        for write, outcome in zip(group, outcomes, strict=True):
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                loop.call_soon_threadsafe(_settle, write.done, outcome)
+        with self._lock:
+            if self._queue:  # a fresh turn, so calls queued meanwhile run in between
+                self._pool.submit(self._run, self._write_group, (loop,))
+            else:
+                self._writing = False
+
+    def _apply(self, group: list[_Write]) -> list[tuple[bool, Any]]:
+        """Run ``group`` in one transaction; (ok, result or exception) per write."""
+        db = self.store.db
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with db.atomic():
+                for write in group:
+                    try:
+                        with db.atomic():  # a savepoint
+                            outcomes.append((True, write.fn(*write.args)))
+                    except Exception as exc:
+                        outcomes.append((False, exc))
+        except Exception as exc:  # the commit failed: nothing of the group is stored
+            outcomes = [(False, exc)] * len(group)
+        if not all(ok for ok, _ in outcomes):
+            self.store.load_fetch_states()  # the cache may hold what was rolled back
+        return outcomes
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the store's thread and wait (from synchronous code)."""
