@@ -2,12 +2,14 @@
 
     python benchmarks/notify_latency.py [--feeds 50] [--interval 10] [--advances 5]
                                         [--sink webhook|jsonl] [--check-every 5s]
+                                        [--spread SECONDS] [--keep DIR]
 
 Starts benchmarks/feedserver.py with N feeds and fills a fresh database with one
 cold ``aggregator poll`` (no sink yet, so the first listing is not delivered).
-Then runs ``aggregator run`` with every source on a fixed ``interval`` and one
-sink: a webhook receiver in this process that timestamps each POST on arrival,
-or a jsonl file tailed every 2 ms. Every ``interval`` seconds ``GET /_advance``
+Then runs ``aggregator run`` with every source on a fixed ``interval`` (polls
+spread over it at start-up; ``--spread 1`` polls them all at once instead, every
+interval: bursts of about 100 events) and one sink: a webhook receiver in this
+process that timestamps each POST on arrival, or a jsonl file tailed every 2 ms. Every ``interval`` seconds ``GET /_advance``
 changes about half of the feeds; the daemon finds the changes on its next
 polls and delivers them. Afterwards, for every change event:
 
@@ -102,7 +104,7 @@ def tail_jsonl(path: Path, arrivals: Arrivals, stop: threading.Event) -> None:
 def write_config(path: Path, db: Path, base: str, args: argparse.Namespace, sink: str) -> None:
     lines = [
         f'[storage]\ndatabase = "{db}"\n',
-        '[schedule]\nstartup_spread = "1s"\n',
+        f'[schedule]\nstartup_spread = "{args.spread or args.interval:g}s"\n',
         f'[notify]\ncheck_every = "{args.check_every}"\n',
         sink,
     ]
@@ -212,6 +214,12 @@ def main() -> None:
     parser.add_argument("--advances", type=int, default=5)
     parser.add_argument("--sink", choices=("webhook", "jsonl"), default="webhook")
     parser.add_argument("--check-every", default="5s", help="[notify] check_every")
+    parser.add_argument(
+        "--spread",
+        type=float,
+        help="[schedule] startup_spread in s (default: interval, so polls are spread over it"
+        " as the daemon's default does; 1 polls every source at once: bursts)",
+    )
     parser.add_argument("--keep", metavar="DIR", help="write (and keep) config and database here")
     args = parser.parse_args()
     server = subprocess.Popen(
@@ -234,7 +242,8 @@ def main() -> None:
     arrived = [e for e in events if e.event_id in times]
     print(
         f"{args.feeds} feeds, interval {args.interval:g}s, check_every {args.check_every},"
-        f" {args.sink} sink, run {time.monotonic() - started:.0f} s"
+        f" startup_spread {args.spread or args.interval:g}s, {args.sink} sink,"
+        f" run {time.monotonic() - started:.0f} s"
     )
     print(f"change events the daemon stored: {len(events)}, arrived: {len(arrived)}")
     summary("detected_at -> sink  ", [times[e.event_id] - e.detected for e in arrived])

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -184,3 +186,40 @@ def test_store_thread_signals_after_commits_that_wrote_outbox_rows(tmp_path: Pat
         assert seen == [1, 3, 4, 5]
     finally:
         store.close()
+
+
+def test_a_batch_open_across_calls_is_sent_after_its_commit(harness: Harness) -> None:
+    """Events of a transaction still open are not sent; its COMMIT wakes the worker."""
+    out = harness.tmp / "events.jsonl"
+    harness.extra = (
+        f'[notify]\ncheck_every = "60s"\n[[sinks]]\nkind = "jsonl"\nname = "file"\npath = "{out}"\n'
+    )
+    config = harness.config()
+    store = StoreThread(harness.db_path)
+
+    def open_batch(s: Store) -> None:
+        s.db.execute("BEGIN")
+        s.add_event({"id": "b1", "type": "digest"})
+        s.add_event({"id": "b2", "type": "digest"})
+
+    def lines() -> list[str]:
+        return out.read_text().splitlines() if out.exists() else []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        worker = await DeliveryWorker(config, store).start(stop)
+        try:
+            await store.call(open_batch, store.store)
+            assert await worker.run_once() == Counter()  # e.g. a timer's pass: nothing sent
+            assert lines() == []
+            await store.call(store.store.db.execute, "COMMIT")
+            await until(lambda: len(lines()) == 2, 2)
+        finally:
+            stop.set()
+            await worker.stop(2)
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+    assert [json.loads(line)["id"] for line in lines()] == ["b1", "b2"]

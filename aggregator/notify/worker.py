@@ -32,7 +32,7 @@ from aggregator.notify import Sink, make_sink
 from aggregator.notify.base import DeliveryError
 from aggregator.notify.filters import Filter
 from aggregator.store import Store
-from aggregator.store.outbox import Delivery, Queued
+from aggregator.store.outbox import Delivery, OutboxEvent, Queued
 from aggregator.store.thread import StoreThread
 from aggregator.timeutil import from_db, now_db, to_db, utcnow
 
@@ -190,7 +190,7 @@ class DeliveryWorker:
 
     async def _enqueue(self, route: Route) -> None:
         store = self.store.store
-        while events := await self.store.call(store.events_after_cursor, route.sink_id):
+        while events := await self.store.call(_committed_events, store, route.sink_id):
             queued = []
             for event in events:
                 payload = event.payload
@@ -253,6 +253,15 @@ async def delivering_after(config: Config, store: StoreThread) -> AsyncIterator[
             await worker.run_once()
     finally:
         await worker.aclose()
+
+
+def _committed_events(store: Store, sink_id: int) -> list[OutboxEvent]:
+    """Events past the sink's cursor, none while a transaction is open on the connection.
+
+    A transaction left open across store calls (a batch still being written)
+    may hold events that are not committed yet; its commit wakes the worker again.
+    """
+    return [] if store.db.conn.in_transaction else store.events_after_cursor(sink_id)
 
 
 def _waiting(delivery: Delivery) -> bool:
