@@ -297,7 +297,8 @@ class Store(DeliveryQueries):
         with self.db.atomic():
             source = self.source(source_id)
             fetch_id = self._insert_fetch(source_id, fetch, len(snapshots), len(changes))
-            writer = PollWriter(self.db, source, fetch_id, fetch.started_at)
+            positions = {s.item.key: i for i, s in enumerate(snapshots)}
+            writer = PollWriter(self.db, source, fetch_id, fetch.started_at, positions)
             ids = [writer.apply(change) for change in changes]
             writer.touch_present(snapshots)
             self._update_source(

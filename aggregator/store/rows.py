@@ -6,7 +6,7 @@ Everything here runs inside the caller's transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlite_utils import Database
@@ -18,12 +18,22 @@ from aggregator.models import Change, Known, Snapshot
 class PollWriter:
     """Applies one poll's changes inside the caller's transaction."""
 
-    def __init__(self, db: Database, source: dict[str, Any], fetch_id: int, at: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        source: dict[str, Any],
+        fetch_id: int,
+        at: str,
+        positions: Mapping[str, int] | None = None,
+    ) -> None:
         self.db = db
         self.source = source
         self.fetch_id = fetch_id
         self.at = at
         self.entry_ids: dict[str, int] = {}
+        #: Each listed entry's position in the response; a new entry is inserted with it.
+        self.positions = positions or {}
+        self.inserted: set[str] = set()
 
     def apply(self, change: Change) -> int:
         if change.kind == "new":
@@ -59,12 +69,13 @@ class PollWriter:
         assert snap is not None
         cur = self.db.execute(
             "INSERT INTO entries (source_id, key, url, title, published_at, first_seen_at,"
-            " last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            " last_seen_at, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 self.source["id"], change.key, snap.texts["link"], snap.texts["title"],
-                snap.item.published, self.at, self.at,
+                snap.item.published, self.at, self.at, self.positions.get(change.key),
             ],
         )  # fmt: skip
+        self.inserted.add(change.key)
         return int(cur.lastrowid or 0)
 
     def _update_entry(
@@ -107,10 +118,15 @@ class PollWriter:
         return version_id
 
     def touch_present(self, snapshots: Sequence[Snapshot]) -> None:
-        """Record when and where each listed entry was last seen."""
+        """Record when and where each listed entry was last seen (new ones were, at insert)."""
+        fresh = self.inserted if self.positions else set()
         self.db.conn.executemany(
             "UPDATE entries SET last_seen_at = ?, position = ? WHERE source_id = ? AND key = ?",
-            [(self.at, i, self.source["id"], s.item.key) for i, s in enumerate(snapshots)],
+            [
+                (self.at, i, self.source["id"], s.item.key)
+                for i, s in enumerate(snapshots)
+                if s.item.key not in fresh
+            ],
         )
 
 
