@@ -179,6 +179,8 @@ class ParsePool:
     def __init__(self, config: ParseConfig | None = None) -> None:
         self.config = config or ParseConfig()
         self._pool: ProcessPool | None = None
+        #: Whether workers can cap their memory (known once the pool has started).
+        self.memory_capped: bool | None = None
 
     def start(self) -> ParsePool:
         """Start the workers now rather than at the first parse (the daemon does)."""
@@ -187,7 +189,8 @@ class ParsePool:
 
     def _start(self) -> ProcessPool:
         if self._pool is None:
-            if not rlimit_allowed():
+            self.memory_capped = rlimit_allowed()
+            if not self.memory_capped:
                 log.warning(
                     "parse.memory_limit_unavailable",
                     reason="setrlimit is refused here (a seccomp filter?)",

@@ -129,7 +129,8 @@ class Daemon(Housekeeping):
                     "daemon.started",
                     sources=len(self.queue),
                     pid=os.getpid(),
-                    parse_workers=parsers.pids(),
+                    parse_workers=parsers.config.workers,
+                    parse_memory_capped=parsers.memory_capped,
                 )
                 # Extra background tasks start here (they are cancelled in _drain).
                 self.start_task(self._heartbeat_loop())
