@@ -9,9 +9,10 @@ cold ``aggregator poll`` (no sink yet, so the first listing is not delivered).
 Then runs ``aggregator run`` with every source on a fixed ``interval`` (polls
 spread over it at start-up; ``--spread 1`` polls them all at once instead, every
 interval: bursts of about 100 events) and one sink: a webhook receiver in this
-process that timestamps each POST on arrival, or a jsonl file tailed every 2 ms. Every ``interval`` seconds ``GET /_advance``
-changes about half of the feeds; the daemon finds the changes on its next
-polls and delivers them. Afterwards, for every change event:
+process that timestamps each POST on arrival, or a jsonl file tailed every 2 ms.
+Every ``interval`` seconds ``GET /_advance`` changes about half of the feeds;
+the daemon finds the changes on its next polls and delivers them. Afterwards,
+for every change event:
 
 * latency = arrival time - ``changes.detected_at``. ``detected_at`` is the
   poll's ``fetches.started_at`` (UTC text ``YYYY-MM-DD HH:MM:SS.SSS``, written
