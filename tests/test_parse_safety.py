@@ -208,6 +208,23 @@ def test_netscape_rss091_doctype_without_internal_subset_still_parses() -> None:
     assert titles(parsed) == [TALKS, CORRIDORS] and parsed.complete
 
 
+def test_named_character_entities_of_old_feeds_still_parse() -> None:
+    """``<!ENTITY nbsp "&#160;">`` cannot amplify (one character): the feed is read, expanded."""
+    prolog = (
+        '<!DOCTYPE rss [<!ENTITY nbsp "&#160;"> <!ENTITY mdash \'&#x2014;\'> <!ENTITY deg "°">]>'
+    )
+    body = rss([("talks", "Talks&nbsp;resume &mdash; 21&deg; in Antalya")], prolog=prolog)
+    parsed = parse("feed", body.encode(), RSS)
+    assert titles(parsed) == ["Talks\u00a0resume \u2014 21° in Antalya"]
+
+
+def test_a_character_entity_next_to_a_longer_one_is_still_refused() -> None:
+    """One harmless declaration does not let a longer one through."""
+    prolog = '<!DOCTYPE rss [<!ENTITY nbsp "&#160;"><!ENTITY talks "Ceasefire? Ceasefire?">]>'
+    body = rss([("talks", "&talks;&talks;")], prolog=prolog)
+    assert reason("feed", body.encode(), RSS) == REFUSED.format("talks")
+
+
 def test_entity_text_inside_an_item_is_not_a_declaration() -> None:
     """``<!ENTITY`` written in CDATA inside an item is text, not a reason to refuse."""
     title = "<![CDATA[Explainer: why <!ENTITY x> in a feed is refused]]>"

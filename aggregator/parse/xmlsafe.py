@@ -6,8 +6,11 @@ and one 100 KB entity referenced 100,000 times makes 10 GB. feedparser
 copies plain-text entity declarations into its loose parser's table and
 expands them there without any limit; an external entity (``SYSTEM
 "file:///..."``) asks the parser to read a file or a URL. News feeds have no
-use for either, so a document declaring any entity is refused with a
-``ParseError``, the policy of defusedxml's ``EntitiesForbidden``. A DOCTYPE
+use for either, so a document declaring an entity is refused with a
+``ParseError``, the policy of defusedxml's ``EntitiesForbidden``, with one
+exception: old feeds declare named characters such as ``<!ENTITY nbsp
+"&#160;">``, and an entity whose whole value is one character (or one
+character reference) cannot amplify anything, so those are allowed. A DOCTYPE
 without an internal subset (RSS 0.91's Netscape DTD) is fine: no parser
 here loads an external DTD.
 
@@ -39,6 +42,10 @@ _PROLOG_TOKEN = re.compile(
 )
 _FEEDPARSER_HEAD_END = re.compile(rb"<\w")  # feedparser.sanitizer.replace_doctype's split
 _ENTITY_DECL = re.compile(rb"<!ENTITY\s*(%?)\s*([\w.:-]{0,40})", re.IGNORECASE)
+#: A whole declaration of a named character: one character or one character reference.
+_CHARACTER_DECL = re.compile(
+    rb"""<!ENTITY\s+[\w.:-]{1,40}\s+(["'])(?:&\#[0-9]{1,7};|&\#x[0-9a-fA-F]{1,6};|[^&%"'<\x80-\xff]|[\xc0-\xf7][\x80-\xbf]{1,3})\1\s*>"""
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +73,19 @@ def checked(body: bytes, headers: Mapping[str, str]) -> Converted:
 
 
 def refuse_entities(data: bytes) -> None:
-    """``ParseError`` if the prolog of the UTF-8 ``data`` declares an entity."""
-    match = _ENTITY_DECL.search(data, 0, prolog_end(data))
+    """``ParseError`` if the prolog of the UTF-8 ``data`` declares an entity.
+
+    A declaration of a single character (``<!ENTITY nbsp "&#160;">``) is allowed.
+    """
+    end = prolog_end(data)
+    match = next(
+        (
+            m
+            for m in _ENTITY_DECL.finditer(data, 0, end)
+            if not _CHARACTER_DECL.match(data, m.start())
+        ),
+        None,
+    )
     if match is None:
         return
     percent = "% " if match.group(1) else ""
