@@ -1,15 +1,16 @@
 """Word-level diffs between two texts, shared by notifications and digests.
 
-Tokens keep their trailing whitespace (``\\w+\\s*``), and ``autojunk`` is off:
-bare whitespace tokens or autojunk make ``SequenceMatcher`` mark whole
-articles as changed.
+Tokens keep their trailing whitespace (``\\w+\\s*``) but are compared without
+it, so a word followed by added text (``morning`` → ``morning and…``) stays
+unchanged; ``autojunk`` is off: bare whitespace tokens or autojunk make
+``SequenceMatcher`` mark whole articles as changed.
 """
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
@@ -33,52 +34,124 @@ def word_diff(old: str, new: str) -> list[Segment]:
     """The word diff from ``old`` to ``new`` as equal/delete/insert segments.
 
     Joining the ``equal`` and ``insert`` segments gives ``new`` exactly;
-    joining ``equal`` and ``delete`` gives ``old``.
+    joining ``equal`` and ``delete`` gives ``old``. Words are matched without
+    their trailing whitespace; where only that whitespace differs, the word is
+    ``equal`` and the whitespace is the change.
     """
     a, b = tokens(old), tokens(new)
+    keys_a, keys_b = [t.rstrip() for t in a], [t.rstrip() for t in b]
+    matcher = SequenceMatcher(None, keys_a, keys_b, autojunk=False)
     out: list[Segment] = []
-    for op, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
-            out.append(Segment("equal", "".join(a[i1:i2])))
+            for old_token, new_token in zip(a[i1:i2], b[j1:j2], strict=True):
+                out += _equal_word(old_token, new_token)
             continue
         if op in ("delete", "replace"):
             out.append(Segment("delete", "".join(a[i1:i2])))
         if op in ("insert", "replace"):
             out.append(Segment("insert", "".join(b[j1:j2])))
+    return _merged(out)
+
+
+def _equal_word(old: str, new: str) -> list[Segment]:
+    """Two tokens with the same word: the word (and common whitespace) equal, the rest changed."""
+    common = len(old.rstrip())
+    while common < min(len(old), len(new)) and old[common] == new[common]:
+        common += 1
+    out = [Segment("equal", old[:common])]
+    if old[common:]:
+        out.append(Segment("delete", old[common:]))
+    if new[common:]:
+        out.append(Segment("insert", new[common:]))
+    return out
+
+
+def _merged(segments: list[Segment]) -> list[Segment]:
+    """Join neighbouring runs: each stretch between equal runs is one delete, then one insert."""
+    out: list[Segment] = []
+    pending = {"delete": "", "insert": ""}
+
+    def flush() -> None:
+        out.extend(Segment(op, text) for op, text in pending.items() if text)
+        pending.update(delete="", insert="")
+
+    for seg in segments:
+        if not seg.text:
+            continue
+        if seg.op != "equal":
+            pending[seg.op] += seg.text
+            continue
+        flush()
+        if out and out[-1].op == "equal":
+            out[-1] = Segment("equal", out[-1].text + seg.text)
+        else:
+            out.append(seg)
+    flush()
     return out
 
 
 def render_markers(segments: list[Segment]) -> str:
     """Plain-text rendering: ``[-deleted-]{+inserted+}``."""
-    return "".join(_marked(segments, "[-{}-]", "{{+{}+}}"))
+    marks = {"delete": "[-{}-]", "insert": "{{+{}+}}"}
+    return render_segments(segments, lambda op, body: marks[op].format(body))
 
 
 def render_ansi(segments: list[Segment]) -> str:
     """Terminal rendering: deletions red and struck, insertions green and underlined."""
-    return "".join(_marked(segments, "\x1b[31;9m{}\x1b[0m", "\x1b[32;4m{}\x1b[0m"))
-
-
-def _marked(segments: list[Segment], deleted: str, inserted: str) -> Iterator[str]:
-    for seg in segments:
-        if seg.op == "equal":
-            yield seg.text
-            continue
-        body = seg.text.rstrip()
-        tail = seg.text[len(body) :]
-        yield (deleted if seg.op == "delete" else inserted).format(body) + tail
+    marks = {"delete": "\x1b[31;9m{}\x1b[0m", "insert": "\x1b[32;4m{}\x1b[0m"}
+    return render_segments(segments, lambda op, body: marks[op].format(body))
 
 
 def render_html(segments: list[Segment]) -> str:
     """HTML rendering: ``<del>``/``<ins>`` around changes, every piece of text escaped."""
-    out = []
-    for seg in segments:
-        text = html.escape(seg.text, quote=False)
-        if seg.op == "equal":
-            out.append(text)
+
+    def escape(text: str) -> str:
+        return html.escape(text, quote=False)
+
+    def mark(op: str, body: str) -> str:
+        tag = "del" if op == "delete" else "ins"
+        return f"<{tag}>{escape(body)}</{tag}>"
+
+    return render_segments(segments, mark, escape)
+
+
+def render_segments(
+    segments: list[Segment],
+    mark: Callable[[str, str], str],
+    plain: Callable[[str], str] = str,
+) -> str:
+    """Render a diff with ``mark(op, words)`` around changes and ``plain(text)`` elsewhere.
+
+    Whitespace around a change stays outside its mark; a change of whitespace
+    only shows the new spacing unmarked; a deletion followed by an insertion
+    reads ``[-old-]{+new+}``, with the new spacing after it.
+    """
+    out: list[str] = []
+    index = 0
+    while index < len(segments):
+        seg = segments[index]
+        index += 1
+        if seg.op == "equal" or not seg.text.strip():
+            out.append("" if seg.op == "delete" else plain(seg.text))
+            continue
+        lead, body, tail = _split_space(seg.text)
+        following = segments[index] if index < len(segments) else None
+        if seg.op == "delete" and following and following.op == "insert" and following.text.strip():
+            _, new_body, tail = _split_space(following.text)
+            body_marked = mark("delete", body) + mark("insert", new_body)
+            index += 1
         else:
-            tag = "del" if seg.op == "delete" else "ins"
-            out.append(f"<{tag}>{text}</{tag}>")
+            body_marked = mark(seg.op, body)
+        out.append(plain(lead) + body_marked + plain(tail))
     return "".join(out)
+
+
+def _split_space(text: str) -> tuple[str, str, str]:
+    """``text`` as (leading whitespace, body, trailing whitespace)."""
+    body = text.strip()
+    start = text.index(body)
+    return text[:start], body, text[start + len(body) :]
 
 
 def condense(segments: list[Segment], *, context: int = 6) -> list[Segment]:

@@ -49,7 +49,7 @@ def test_each_sink_gets_only_what_its_filters_accept(harness: Harness) -> None:
             "ceasefire": 'sources = ["world"]\nkeywords = ["CEASEFIRE"]',
             "regex": 'sources = ["world"]\nregex = "hospital|corridors? must"',
             "headlines": 'sources = ["world"]\nkinds = ["changed"]\nheadline_only = true',
-            "big_edits": 'sources = ["world"]\nkinds = ["changed"]\nmin_words = 10',
+            "big_edits": 'sources = ["world"]\nkinds = ["changed"]\nmin_words = 8',
             "tiny_edits_dropped": 'sources = ["world"]\nkinds = ["changed"]\nmin_words = 40',
         },
     )

@@ -58,7 +58,8 @@ def test_diff_between_two_versions(polled: Harness) -> None:
     result = cli("diff", "talks", "--from", "1", "--to", "3", "--db", str(polled.db_path))
     assert result.exit_code == 0, result.output
     assert "[-Foreign ministers meet" in result.output
-    assert "{+Antalya and produced no breakthrough on ending the war+}" in result.output
+    assert "Antalya {+and produced no breakthrough on ending the war+}" in result.output
+    assert "[-Antalya-]" not in result.output  # an unchanged word is not marked
 
 
 def test_diff_names_a_missing_version(polled: Harness) -> None:

@@ -97,7 +97,7 @@ def load(path: str | Path) -> Config:
     included = _included_sources(path, raw)
     if included:
         raw = {**raw, "sources": [*raw.get("sources", []), *included]}
-    return parse(_database_beside(path, raw), str(path))
+    return parse(_jsonl_beside(path, _database_beside(path, raw)), str(path))
 
 
 def _database_beside(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +112,24 @@ def _database_beside(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
     if not database.is_absolute():
         database = path.parent / database
     return {**raw, "storage": {**storage, "database": str(database)}}
+
+
+def _jsonl_beside(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """A relative ``path`` of a ``jsonl`` sink is relative to the config file too."""
+    sinks = raw.get("sinks")
+    if not isinstance(sinks, list):
+        return raw
+    resolved = []
+    for sink in sinks:
+        if (
+            isinstance(sink, dict)
+            and sink.get("kind") == "jsonl"
+            and isinstance(sink.get("path"), str)
+        ):
+            target = Path(sink["path"]).expanduser()
+            sink = {**sink, "path": str(target if target.is_absolute() else path.parent / target)}
+        resolved.append(sink)
+    return {**raw, "sinks": resolved}
 
 
 def included_files(path: Path, patterns: Any) -> list[Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
 from typing import Any
 
 from aggregator.diff import Segment, appended_text, condense, word_diff
@@ -202,6 +203,29 @@ def describe(event: Event) -> str:
 def short_time(at: str) -> str:
     """``YYYY-MM-DD HH:MM`` of a database time."""
     return at[:16]
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def text_time(at: str, today: date | None = None) -> str:
+    """A database time for text output: ``09:00`` today, else ``Nov 27 09:00``.
+
+    The year is added when it is not this year (``Nov 27 2025 09:00``). Both
+    the time and ``today`` are UTC (``today`` defaults to the current date).
+    """
+    today = today or datetime.now(UTC).date()
+    try:
+        day = date.fromisoformat(at[:10])
+    except ValueError:
+        return at[:16]
+    clock = at[11:16]
+    if day == today:
+        return clock
+    label = f"{_MONTHS[day.month - 1]} {day.day}"
+    if day.year != today.year:
+        label += f" {day.year}"
+    return f"{label} {clock}"
 
 
 def window(digest: Digest) -> str:

@@ -10,16 +10,29 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import date
 
-from aggregator.diff import Segment, render_ansi, render_markers, word_diff
-from aggregator.digest.model import Digest, Event, Story, counts_line, describe, short_time, window
+from aggregator.diff import Segment, render_ansi, render_markers, render_segments, word_diff
+from aggregator.digest.model import (
+    Digest,
+    Event,
+    Story,
+    counts_line,
+    describe,
+    short_time,
+    text_time,
+    window,
+)
 
 _INDENT = " " * 9
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|~])")
 
 
-def render_text(digest: Digest, *, color: bool = False) -> str:
-    """The digest as plain text (ANSI colour when ``color``)."""
+def render_text(digest: Digest, *, color: bool = False, today: date | None = None) -> str:
+    """The digest as plain text (ANSI colour when ``color``).
+
+    Times are ``HH:MM`` on ``today`` (UTC, default: now) and carry their date otherwise.
+    """
     lines = [f"Changes {window(digest)}", counts_line(digest)]
     lines += [
         f"  failing: {f['name']} ({f['failures']}x): {f['last_error']}" for f in digest.failing
@@ -27,16 +40,16 @@ def render_text(digest: Digest, *, color: bool = False) -> str:
     if digest.empty:
         lines += ["", "Nothing changed."]
     for story in digest.stories:
-        lines += ["", *_text_story(story, color)]
+        lines += ["", *_text_story(story, color, today)]
     return "\n".join(lines) + "\n"
 
 
-def render_story(story: Story, *, color: bool = False) -> str:
-    """One story's changes as text (``aggregator history``)."""
-    return "\n".join(_text_story(story, color)) + "\n"
+def render_story(story: Story, *, color: bool = False, today: date | None = None) -> str:
+    """One story's changes as text (``aggregator history``); times as in ``render_text``."""
+    return "\n".join(_text_story(story, color, today)) + "\n"
 
 
-def _text_story(story: Story, color: bool) -> Iterator[str]:
+def _text_story(story: Story, color: bool, today: date | None) -> Iterator[str]:
     bold = ("\x1b[1m", "\x1b[0m") if color else ("", "")
     yield f"{bold[0]}■ {story.title}{bold[1]}  [{story.source}]"
     if story.url:
@@ -44,7 +57,7 @@ def _text_story(story: Story, color: bool) -> Iterator[str]:
     if len(story.headlines) > 1:
         yield "  headlines: " + " → ".join(f"“{h}”" for h in story.headlines)
     for event in story.events:
-        yield f"  {short_time(event.at)[11:]}  {describe(event)}"
+        yield f"  {text_time(event.at, today)}  {describe(event)}"
         for body in _text_body(event, color):
             yield _INDENT + body.replace("\n\n", "\n").replace("\n", "\n" + _INDENT)
 
@@ -111,13 +124,7 @@ def _md_story(story: Story) -> Iterator[str]:
 def _md_edit(appended: str | None, segments: tuple[Segment, ...]) -> str:
     if appended is not None:
         return f"added: **{md_escape(appended)}**"
-    out = []
-    for seg in segments:
-        text = md_escape(seg.text)
-        if seg.op == "equal" or not text.strip():
-            out.append(text)
-            continue
-        body = text.rstrip()
-        mark = "~~" if seg.op == "delete" else "**"
-        out.append(f"{mark}{body}{mark}{text[len(body) :]}")
-    return "".join(out).strip()
+    marks = {"delete": "~~", "insert": "**"}
+    return render_segments(
+        list(segments), lambda op, body: f"{marks[op]}{md_escape(body)}{marks[op]}", md_escape
+    ).strip()

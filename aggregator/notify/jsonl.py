@@ -16,7 +16,11 @@ from aggregator.notify.base import DeliveryError, Options, Sink
 
 
 class JsonlOptions(Options):
-    """``path``: the file to append to (created with its directories)."""
+    """``path``: the file to append to (created with its directories).
+
+    A relative ``path`` in the config is resolved against the config file's
+    directory when the config is loaded, as ``[storage] database`` is.
+    """
 
     path: str
 
