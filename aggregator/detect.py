@@ -65,8 +65,27 @@ def _compare(previous: Known | None, current: Snapshot) -> Change | None:
 
 
 def changed_fields(before: Mapping[str, str], after: Mapping[str, str]) -> tuple[str, ...]:
-    """The tracked fields whose normalised text differs."""
-    return tuple(f for f in TRACKED_FIELDS if before.get(f, "") != after.get(f, ""))
+    """The tracked fields whose normalised text differs (a link's ``#anchor`` aside)."""
+    return tuple(
+        f
+        for f in TRACKED_FIELDS
+        if (
+            _link_changed(before.get(f, ""), after.get(f, ""))
+            if f == "link"
+            else before.get(f, "") != after.get(f, "")
+        )
+    )
+
+
+def _link_changed(before: str, after: str) -> bool:
+    """Links compared without their ``#anchor``, which only live-blog posts keep.
+
+    A post stored before its link kept the anchor (the page's link, or none)
+    is not changed by gaining it.
+    """
+    if not before and "#" in after:
+        return False
+    return before.split("#", 1)[0] != after.split("#", 1)[0]
 
 
 def classify_edit(

@@ -155,11 +155,17 @@ def strip_patterns(text: str, patterns: Sequence[re.Pattern[str]]) -> str:
     return clean_text(text)
 
 
-def snapshot(item: Item, ignore: Sequence[re.Pattern[str]] = ()) -> Snapshot:
-    """Reduce ``item`` to the normalised text of each tracked field and its hash."""
+def snapshot(
+    item: Item, ignore: Sequence[re.Pattern[str]] = (), *, keep_fragment: bool = False
+) -> Snapshot:
+    """Reduce ``item`` to the normalised text of each tracked field and its hash.
+
+    ``keep_fragment`` keeps the link's ``#anchor`` (a live-blog post's own place
+    on the page); ``detect`` compares links without it.
+    """
     texts = {
         "title": strip_patterns(html_to_text(item.title), ignore),
-        "link": canonical_url(item.link),
+        "link": canonical_url(item.link, keep_fragment=keep_fragment),
         "author": clean_text(item.author),
         "summary": strip_patterns(html_to_text(item.summary), ignore),
         "content": strip_patterns(html_to_text(item.content), ignore),

@@ -98,7 +98,8 @@ def run_task(task: ParseTask) -> ParseOutput:
     try:
         parsed = _parse(task)
         ignore = [*volatile_patterns(task.kind), *_compiled(task.ignore)]
-        snapshots = [snapshot(item, ignore) for item in parsed.items]
+        anchors = task.kind == "liveblog"  # a post's link keeps its #anchor
+        snapshots = [snapshot(item, ignore, keep_fragment=anchors) for item in parsed.items]
     except MemoryError:
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]
         raise ParseError(memory_reason(limit)) from None

@@ -11,6 +11,7 @@ import sqlite3
 from datetime import date
 from pathlib import Path
 
+import feedparser
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,11 +19,13 @@ from aggregator.diff import render_html, render_markers, short_diff, word_diff
 from aggregator.digest import build_digest, render
 from aggregator.digest.model import text_time
 from aggregator.store.queries import Reader
+from tests import liveblog_story as blog
 from tests import story
 from tests.conftest import Harness
 from tests.server import TestServer
 from tests.test_config import run_cli
 
+SELECTORS = {"post": "article.entry", "title": "h3", "body": ".text", "time": "time"}
 EVER = ("2000-01-01 00:00:00.000", "2100-01-01 00:00:00.000")
 WORDS = st.text(alphabet="ab .,\n", max_size=40)
 
@@ -151,3 +154,147 @@ def test_relative_jsonl_path_is_beside_the_config_not_the_working_directory(
     lines = (config_dir / "events.jsonl").read_text().splitlines()
     assert len(lines) == 3
     assert {json.loads(line)["kind"] for line in lines} == {"new"}
+
+
+# -- 8: live-blog posts link to themselves -----------------------------------
+
+
+def anchored_blog(posts: list[blog.Post]) -> str:
+    """A JSON-LD live blog whose posts have only a fragment ``@id`` (no ``url``)."""
+    updates = [
+        {
+            "@type": "BlogPosting",
+            "@id": f"#{p.ident}",
+            "headline": p.headline,
+            "articleBody": "\n".join(p.paragraphs),
+            "datePublished": p.published,
+        }
+        for p in posts
+    ]
+    graph = {
+        "@context": "https://schema.org",
+        "@type": "LiveBlogPosting",
+        "headline": blog.HEADLINE,
+        "liveBlogUpdate": updates,
+    }
+    visible = "".join(f'<article id="{p.ident}"><p>{p.paragraphs[0]}</p></article>' for p in posts)
+    return blog.render(
+        "liveblog/jsonld.html",
+        headline=blog.HEADLINE,
+        description=blog.DESCRIPTION,
+        jsonld=json.dumps(graph),
+        posts=visible,
+        ago="2",
+        viewers="1,000",
+        views="12,000",
+        token="t0",
+    )
+
+
+def poll_blog(harness: Harness, pages: list[str], **options: object) -> None:
+    harness.add("live", "/live.html", kind="liveblog", **options)
+    for page in pages:
+        harness.server.serve("/live.html", page, content_type="text/html; charset=utf-8")
+        [result] = harness.poll()
+        assert result.ok, result.error
+
+
+def stored_links(harness: Harness) -> dict[str, str]:
+    """Each entry's key (fragment of a URL key) and stored link (entry and latest version)."""
+    rows = harness.rows(
+        "SELECT e.key, e.url, v.link FROM entries e JOIN versions v ON v.id = e.current_version_id"
+    )
+    assert all(r["url"] == r["link"] for r in rows), rows
+    return {r["key"].rsplit("#", 1)[-1]: r["url"] for r in rows}
+
+
+def event_urls(harness: Harness) -> list[tuple[str, str]]:
+    payloads = [json.loads(r["payload"]) for r in harness.rows("SELECT payload FROM outbox")]
+    return [(e["kind"], e["entry"]["url"]) for e in payloads if e["type"] == "change"]
+
+
+def digest_of(harness: Harness) -> tuple[str, str, str, dict[str, object]]:
+    """The text, HTML and Atom digests and the JSON digest's data, of everything polled."""
+    reader = Reader.open(harness.db_path)
+    try:
+        digest = build_digest(reader, *EVER)
+    finally:
+        reader.close()
+    formats = ("text", "html", "atom", "json")
+    text, page, atom, data = (render(digest, fmt) for fmt in formats)
+    return text, page, atom, json.loads(data)
+
+
+def test_jsonld_posts_with_fragment_ids_link_to_their_anchor(harness: Harness) -> None:
+    """Stored link, event, digest and Atom of a post carry `page#post-id`; the page its own."""
+    page_url = harness.server.url("/live.html")
+    epochs = [[blog.BEGIN, blog.CORRIDORS], [blog.BEGIN_EDITED, blog.CORRIDORS]]
+    poll_blog(harness, [anchored_blog(posts) for posts in epochs])
+    post = f"{page_url}#post-3"
+    assert stored_links(harness) == {
+        "page": blog.BLOG_URL,  # the canonical page link
+        "post-3": post,
+        "post-2": f"{page_url}#post-2",
+    }
+    assert ("changed", post) in event_urls(harness) and ("new", post) in event_urls(harness)
+    text, page, atom, data = digest_of(harness)
+    assert f"\n  {post}\n" in text
+    assert f'<a href="{post}"' in page
+    entries = feedparser.parse(atom).entries
+    assert {e.link for e in entries if "Talks begin" in e.title} == {post}
+    urls = {s["key"]: s["url"] for s in data["stories"]}  # type: ignore[index, union-attr]
+    assert urls == {"page": blog.BLOG_URL, "#post-3": post, "#post-2": f"{page_url}#post-2"}
+
+
+def test_jsonld_post_urls_keep_their_anchor(harness: Harness) -> None:
+    """A post whose JSON-LD gives its own `url` (page plus anchor) keeps that url."""
+    poll_blog(harness, [blog.blog_epoch(0), blog.blog_epoch(1)])
+    links = stored_links(harness)
+    assert links["post-3"] == f"{blog.BLOG_URL}#post-3"
+    assert links["page"] == blog.BLOG_URL
+    _, page, atom, _ = digest_of(harness)
+    assert f'href="{blog.BLOG_URL}#post-4"' in page
+    assert f"{blog.BLOG_URL}#post-3" in {e.link for e in feedparser.parse(atom).entries}
+
+
+def test_selector_posts_link_to_their_html_id(harness: Harness) -> None:
+    """A post element with an HTML `id` links to `page#id`; one without has no link of its own."""
+    page_url = harness.server.url("/sel.html")
+    harness.add("sel", "/sel.html", kind="liveblog", selectors=SELECTORS)
+    posts = [(blog.BEGIN, False), (blog.CORRIDORS, True)]
+    harness.server.serve(
+        "/sel.html",
+        blog.selector_blog(blog.HEADLINE, posts),
+        content_type="text/html; charset=utf-8",
+    )
+    [result] = harness.poll()
+    assert result.ok, result.error
+    links = stored_links(harness)
+    assert links["post-2"] == f"{page_url}#post-2"
+    assert links["time:2022-03-10 07:00:00.000"] == ""
+    assert ("new", f"{page_url}#post-2") in event_urls(harness)
+    text, _, atom, _ = digest_of(harness)
+    assert f"\n  {page_url}#post-2\n" in text
+    assert f"{page_url}#post-2" in {e.link for e in feedparser.parse(atom).entries}
+
+
+def test_posts_stored_without_their_anchor_are_not_changed_by_gaining_it(
+    harness: Harness,
+) -> None:
+    """A post stored before links kept anchors (page link, or none) gets no `link` change."""
+    poll_blog(harness, [blog.blog_epoch(0)])
+    with sqlite3.connect(harness.db_path) as conn:  # as an older release stored them
+        for table in ("entries", "versions"):
+            conn.execute(f"UPDATE {table} SET {'url' if table == 'entries' else 'link'} = ''")
+    conn.close()
+    before = len(harness.changes())
+    harness.server.serve("/live.html", blog.blog_epoch(0), content_type="text/html")
+    harness.poll()
+    assert harness.changes()[before:] == []
+    harness.server.serve("/live.html", blog.blog_epoch(1), content_type="text/html")
+    harness.poll()
+    assert [(k, f) for k, _, f in harness.changes()[before:]] == [
+        ("new", "[]"),
+        ("changed", '["content"]'),
+    ]
+    assert stored_links(harness)["post-3"] == f"{blog.BLOG_URL}#post-3"

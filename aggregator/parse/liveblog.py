@@ -13,6 +13,11 @@ A post's key is its id (``@id``/``url``, or the ``id`` selector), else
 ``time:<first published time>``, else a hash of its text as first seen, so an
 edited body is a ``changed`` post, not a deletion plus a new one.
 
+A post's link is its own: its ``url``, else its ``@id`` when that is a URL or
+a ``#fragment``, else (selectors) the ``href`` its ``id`` selector found, else
+the page URL plus ``#`` and the post element's HTML ``id``; else it has none.
+The page entry keeps the page's canonical link.
+
 The page itself (headline and description) is the entry keyed ``page``,
 listed first and without a published date, so it never counts as an "older
 post still listed" when deciding removals. A page on which no post was found
@@ -173,7 +178,7 @@ def _jsonld_posts(blog: Mapping[str, Any], url: str) -> list[Item]:
         published_raw = text_of(update.get("datePublished"))
         body = text_of(update.get("articleBody")) or text_of(update.get("text"))
         ident = text_of(update.get("@id")) or text_of(update.get("url"))
-        link = text_of(update.get("url")) or (ident if ident.startswith("http") else "")
+        link = text_of(update.get("url")) or (ident if ident.startswith(("http", "#")) else "")
         posts.append(
             Item(
                 key=post_key(ident, iso_to_db(published_raw) or published_raw, body),
@@ -192,6 +197,8 @@ def _selector_posts(tree: LexborHTMLParser, sel: LiveblogSelectors, url: str) ->
     posts = []
     for node in tree.css(sel.post):
         ident, link = _selected_id(node, sel.id, url)
+        if not link and (anchor := (node.attributes.get("id") or "").strip()):
+            link = urljoin(url, f"#{anchor}")  # the post's own place on the page
         time_node = node.css_first(sel.time or "time")
         time_raw = ""
         if time_node is not None:
