@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -106,14 +107,18 @@ def drop_command(config: Config, ids: tuple[int, ...], sink: str | None, everyth
 def deliver_command(config: Config) -> None:
     """Send everything that is due now to the configured sinks, then exit."""
     counts = asyncio.run(_deliver(config))
-    click.echo(", ".join(f"{counts[k]} {k}" for k in ("delivered", "retry", "failed")))
+    click.echo(
+        f"{counts['delivered']} delivered, {counts['retry']} to retry later,"
+        f" {counts['failed']} failed"
+    )
 
 
-async def _deliver(config: Config) -> dict[str, int]:
+async def _deliver(config: Config) -> Counter[str]:
+    """One delivery pass; the count of each outcome (0 for an outcome that did not occur)."""
     store = StoreThread(config.storage.database, failing_after=config.notify.failing_after)
     worker = DeliveryWorker(config, store)
     try:
-        return dict(await worker.run_once())
+        return Counter(await worker.run_once())
     finally:
         await worker.aclose()
         store.close()
