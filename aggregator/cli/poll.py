@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import Counter
 
 import click
@@ -26,8 +27,15 @@ def poll_command(
 ) -> None:
     """Poll every source once, store what changed, print a summary, exit.
 
-    Exits 0 when the pass ran, even if some sources failed (each failure is
-    recorded in the database and logged); non-zero only when it could not run.
+    \b
+    Exit status (for cron, systemd timers and scripts):
+      0  the pass ran and at least one source succeeded (or none is enabled)
+      1  every polled source failed (network down? each failure is listed)
+      2  usage or config error: nothing was polled
+
+    Some sources failing is still 0, so one flaky feed does not fail every
+    run; each failure is printed, logged as a warning and counted in
+    `aggregator sources`.
     """
     config = load_config(config_path, database, log_level)
     if not any(s.enabled for s in config.sources) and not names:
@@ -38,6 +46,7 @@ def poll_command(
         )
     results = asyncio.run(poll_once(config, names))
     click.echo(summarise(results))
+    sys.exit(exit_status(results))
 
 
 async def poll_once(config: Config, names: tuple[str, ...] = ()) -> list[PollResult]:
@@ -71,6 +80,11 @@ def summarise(results: list[PollResult]) -> str:
     lines = [", ".join(parts)]
     lines += [f"  failed: {r.source}: {r.error}" for r in failed]
     return "\n".join(lines)
+
+
+def exit_status(results: list[PollResult]) -> int:
+    """1 when every polled source failed, else 0 (see ``poll --help``)."""
+    return 1 if results and not any(r.ok for r in results) else 0
 
 
 @click.command("run")
