@@ -13,7 +13,8 @@ and ``aggregator.config`` looks the checker up by family (``"source"``,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import difflib
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -28,6 +29,23 @@ Validator = Callable[[str, Mapping[str, Any]], BaseModel]
 FAMILIES = {"source": "aggregator.parse", "sink": "aggregator.notify"}
 
 _validators: dict[str, Validator] = {}
+
+
+def did_you_mean(key: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the known key closest to ``key``, else ``""``."""
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class UnknownKeyError(ConfigError):
+    """A plugin does not know ``key``; ``known`` are the keys it does, ``label`` names it."""
+
+    def __init__(self, key: str, label: str, known: Iterable[str]) -> None:
+        self.key, self.label, self.known = key, label, tuple(known)
+        super().__init__(
+            f"{key}: unknown key for {label}{did_you_mean(key, self.known)}"
+            " (check the spelling; see the README)"
+        )
 
 
 def register_validator(family: str, validate: Validator) -> None:
@@ -64,16 +82,19 @@ def validate_plugin_options(
         label: how the plugin is named in messages, e.g. ``kind 'liveblog'``.
 
     Raises:
+        UnknownKeyError: the first bad key is not one of the model's.
         ConfigError: ``"<key>: <problem>"`` for the first bad key.
     """
     try:
         return model.model_validate(dict(options))
     except ValidationError as exc:
-        error = exc.errors()[0]
+        # an unknown key first: a misspelt required key is also reported missing
+        error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         key = ".".join(str(p) for p in error["loc"]) or "options"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = f"unknown key for {label} (check the spelling; see the README)"
-        elif error["type"] == "missing":
+            known = model.model_fields if len(error["loc"]) == 1 else ()
+            raise UnknownKeyError(key, label, known) from None
+        if error["type"] == "missing":
             message = f"required key for {label} is missing"
         raise ConfigError(f"{key}: {message}") from None

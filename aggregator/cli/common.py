@@ -94,11 +94,9 @@ def database_path(config_path: str | None, database: str | None) -> str:
     if database:
         return database
     try:
-        found = config_mod.find_config(config_path)
-    except ConfigError:
+        return config_mod.load(config_mod.find_config(config_path)).storage.database
+    except config_mod.NoConfigFound:
         return config_mod.default_database()
-    try:
-        return config_mod.load(found).storage.database
     except ConfigError as exc:
         fail(str(exc), code=2)
         raise  # unreachable: fail() exits

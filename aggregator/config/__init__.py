@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from aggregator.config.models import (
     DEFAULT_USER_AGENT,
@@ -37,7 +38,7 @@ from aggregator.config.models import (
     name_from_url,
 )
 from aggregator.errors import ConfigError
-from aggregator.options import validator
+from aggregator.options import UnknownKeyError, did_you_mean, validator
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -47,6 +48,7 @@ __all__ = [
     "Duration",
     "FetchConfig",
     "LimitsConfig",
+    "NoConfigFound",
     "NotifyConfig",
     "ParseConfig",
     "ScheduleConfig",
@@ -62,21 +64,34 @@ __all__ = [
 ]
 
 
+class NoConfigFound(ConfigError):
+    """No config file was named and none was found in the default places."""
+
+
 def find_config(explicit: str | None = None) -> Path:
-    """Locate the config file, or raise ``ConfigError`` saying how to create one."""
+    """Locate the config file, or raise ``ConfigError`` saying how to create one.
+
+    An explicit path or a set ``$AGGREGATOR_CONFIG`` is the config: when it does
+    not exist that is an error, never a silent fall back to the default places.
+    Only when neither is given and nothing is found is it ``NoConfigFound``.
+    """
     if explicit:
         return Path(explicit)
-    candidates = []
     if env := os.environ.get("AGGREGATOR_CONFIG"):
-        candidates.append(Path(env))
-    candidates.append(Path("aggregator.toml"))
+        if not Path(env).is_file():
+            raise ConfigError(
+                f"{env}: file not found (named by $AGGREGATOR_CONFIG; fix or unset the"
+                " variable, or pass --config FILE)"
+            )
+        return Path(env)
+    candidates = [Path("aggregator.toml")]
     xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     candidates.append(Path(xdg) / "aggregator" / "config.toml")
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     tried = ", ".join(str(c) for c in candidates)
-    raise ConfigError(
+    raise NoConfigFound(
         f"no configuration file found (looked for {tried}).\n"
         "Start from the example: cp config/example.toml aggregator.toml, then edit its"
         " [[sources]]; or pass --config FILE; or try `aggregator demo` first."
@@ -163,27 +178,49 @@ def _included_sources(path: Path, raw: dict[str, Any]) -> list[Any]:
             raise ConfigError(
                 f"{file}: {extra[0]}: an included file may only hold [[sources]] tables"
             )
-        parse({"defaults": raw.get("defaults", {}), "sources": doc.get("sources", [])}, str(file))
+        doc_sources = {"defaults": raw.get("defaults", {}), "sources": doc.get("sources", [])}
+        parse(doc_sources, str(file), defaults_where=str(path))
         sources += doc.get("sources", [])
     return sources
 
 
-def parse(raw: dict[str, Any], where: str = "<config>") -> Config:
-    """Validate an already-parsed TOML document (``where`` names it in errors)."""
+@dataclass(frozen=True)
+class _Defaults:
+    """Where ``[defaults]`` is written, so a bad key it gave a source is reported there."""
+
+    keys: frozenset[str]
+    sources: list[Any]  # the [[sources]] tables as written, before the defaults were merged
+    where: str
+
+    def gave(self, index: Any, key: Any) -> bool:
+        """Whether source ``index`` has ``key`` from ``[defaults]`` (not its own table)."""
+        if key not in self.keys or not isinstance(index, int) or index >= len(self.sources):
+            return False
+        own = self.sources[index]
+        return isinstance(own, dict) and key not in own
+
+
+def parse(raw: dict[str, Any], where: str = "<config>", *, defaults_where: str = "") -> Config:
+    """Validate an already-parsed TOML document (``where`` names it in errors).
+
+    ``defaults_where`` names the file holding ``[defaults]`` when it is not
+    ``where`` (an included file's sources take the main file's defaults).
+    """
     raw = dict(raw)
     defaults = raw.get("defaults", {})
     if not isinstance(defaults, dict):
         raise ConfigError(f"{where}: defaults: must be a table")
-    _check_defaults(defaults, where)
+    _check_defaults(defaults, defaults_where or where)
     sources = raw.get("sources", [])
     if not isinstance(sources, list):
         raise ConfigError(f"{where}: sources: must be an array of tables ([[sources]])")
+    given = _Defaults(frozenset(defaults), sources, defaults_where or where)
     raw["sources"] = [{**defaults, **s} if isinstance(s, dict) else s for s in sources]
     try:
         config = Config.model_validate({**raw, "path": where})
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, where, raw)) from None
-    _check_named(config.sources, "source", where)
+        raise ConfigError(_describe(exc, where, raw, given)) from None
+    _check_named(config.sources, "source", where, given)
     _check_named(config.sinks, "sink", where)
     return _check_digests(config, where)
 
@@ -194,10 +231,16 @@ def _check_defaults(defaults: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}: defaults.{key}: cannot be a default; set it per source")
 
 
-def _check_named(items: list[SourceConfig] | list[SinkConfig], noun: str, where: str) -> None:
+def _check_named(
+    items: list[SourceConfig] | list[SinkConfig],
+    noun: str,
+    where: str,
+    given: _Defaults | None = None,
+) -> None:
     """Unique names, and kind-specific keys valid, for ``[[sources]]`` or ``[[sinks]]``.
 
-    The keys are checked by the plugin family's registered checker (``noun``).
+    The keys are checked by the plugin family's registered checker (``noun``); a
+    bad key a source took from ``[defaults]`` is reported as ``defaults.<key>``.
     """
     seen: dict[str, int] = {}
     for i, item in enumerate(items):
@@ -210,7 +253,19 @@ def _check_named(items: list[SourceConfig] | list[SinkConfig], noun: str, where:
         seen[item.name] = i
         try:
             validator(noun)(item.kind, item.options)
+        except UnknownKeyError as exc:
+            top = exc.key.split(".")[0]
+            if given is not None and given.gave(i, top):
+                label = f"{given.where}: defaults"
+            hint = did_you_mean(top, {*exc.known, *type(item).model_fields})
+            raise ConfigError(
+                f"{label}.{exc.key}: unknown key for {exc.label}{hint}"
+                " (check the spelling; see the README)"
+            ) from None
         except ConfigError as exc:
+            top = str(exc).split(":")[0].split(".")[0]
+            if given is not None and given.gave(i, top):
+                label = f"{given.where}: defaults"
             raise ConfigError(f"{label}.{exc}") from None
 
 
@@ -234,17 +289,44 @@ def _check_digests(config: Config, where: str) -> Config:
     return config.model_copy(update={"digests": digests})
 
 
-def _describe(exc: ValidationError, where: str, raw: dict[str, Any]) -> str:
+def _describe(exc: ValidationError, where: str, raw: dict[str, Any], given: _Defaults) -> str:
     lines = []
     for error in exc.errors():
-        path = _key_path(error["loc"], raw)
+        loc = error["loc"]
+        path = f"{where}: {_key_path(loc, raw)}"
+        if len(loc) >= 3 and loc[0] == "sources" and given.gave(loc[1], loc[2]):
+            path = f"{given.where}: defaults.{_key_path(loc[2:], raw)}"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see config/example.toml)"
+            hint = did_you_mean(str(loc[-1]), _known_keys(loc))
+            message = f"unknown key{hint} (check the spelling; see config/example.toml)"
         elif error["type"] == "missing":
             message = "required key is missing"
-        lines.append(f"{where}: {path}: {message}")
+        lines.append(f"{path}: {message}")
     return "\n".join(lines)
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed in the table holding the key at ``loc`` (for a did-you-mean)."""
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model else None
+        model = _model_in(field.annotation) if field else None
+    if model is None:
+        return []
+    return [key for key in model.model_fields if not (model is Config and key == "path")]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model in a field's type (``X``, ``list[X]``, ``X | None``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if found := _model_in(arg):
+            return found
+    return None
 
 
 def _key_path(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
