@@ -12,7 +12,15 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from aggregator.detect import REMOVAL_POLICIES
 from aggregator.timeutil import parse_duration
@@ -20,6 +28,13 @@ from aggregator.timeutil import parse_duration
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 _QUIET = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
+
+#: An HTTP header name (RFC 9110 token), and headers a source may not set itself.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "if-none-match"}
+    | {"if-modified-since", "accept-encoding"}
+)
 
 EVENT_KINDS = (
     "new", "changed", "removed", "restored", "source.failing", "source.recovered", "digest",
@@ -128,6 +143,9 @@ class SourceConfig(BaseModel):
     adaptive: bool = True
     min_interval: Duration | None = None
     max_interval: Duration | None = None
+    #: Extra request headers (a token, a cookie), ``_env`` keys already read from the
+    #: environment. Secret: shown as ``**********``; use ``request_headers`` to send.
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
 
     @field_validator("url")
     @classmethod
@@ -150,6 +168,11 @@ class SourceConfig(BaseModel):
         for i, pattern in enumerate(value):
             check_regex(pattern, f"pattern {i} ")
         return value
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _headers(cls, value: Any) -> Any:
+        return resolve_headers(value) if isinstance(value, dict) else value
 
     @model_validator(mode="after")
     def _name(self) -> SourceConfig:
@@ -176,6 +199,40 @@ class SourceConfig(BaseModel):
     def ignore_patterns(self) -> list[re.Pattern[str]]:
         """``ignore`` compiled."""
         return [re.compile(p) for p in self.ignore]
+
+    @property
+    def request_headers(self) -> dict[str, str]:
+        """The ``headers`` to send with each request of this source, in clear."""
+        return {name: value.get_secret_value() for name, value in self.headers.items()}
+
+
+def resolve_headers(written: dict[Any, Any]) -> dict[str, str]:
+    """A source's ``headers`` as sent: a key ending ``_env`` names an environment variable.
+
+    ``Cookie_env = "FEED_COOKIE"`` sends ``Cookie:`` with the value of ``$FEED_COOKIE``.
+    Errors name the header or the variable, never a value.
+    """
+    out: dict[str, str] = {}
+    for key, value in written.items():
+        name = str(key).removesuffix("_env")
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{key!r} is not a valid HTTP header name")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"{name!r} is set by aggregator itself and cannot be configured")
+        if name.lower() in {n.lower() for n in out}:
+            raise ValueError(f"header {name!r} is given twice (as {name} and {name}_env?)")
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: must be a string")
+        if str(key).endswith("_env"):
+            if value not in os.environ:
+                raise ValueError(
+                    f"{key}: environment variable {value} is not set (it holds the {name} header)"
+                )
+            value = os.environ[value]
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"{key}: a header value cannot contain a line break")
+        out[name] = value
+    return out
 
 
 class NotifyConfig(_Strict):

@@ -19,7 +19,7 @@ import asyncio
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -143,30 +143,41 @@ class Fetcher:
         await self.client.aclose()
 
     async def fetch(
-        self, url: str, *, etag: str | None = None, last_modified: str | None = None
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Response:
-        """GET ``url`` within the caps; raise ``FetchError`` with a readable reason."""
+        """GET ``url`` within the caps; raise ``FetchError`` with a readable reason.
+
+        ``headers`` (a source's token or cookie) go with every request to ``url``'s
+        host, never to another host a redirect leads to, nor from https to http.
+        """
         host = urlsplit(url).hostname or ""
-        headers = {}
+        conditional = {}
         if etag:
-            headers["If-None-Match"] = etag
+            conditional["If-None-Match"] = etag
         if last_modified:
-            headers["If-Modified-Since"] = last_modified
+            conditional["If-Modified-Since"] = last_modified
         asked = time.monotonic()
         async with self._global, self._hosts[host]:
             clock = _Clock(asked)
             try:
-                response = await self._within_deadline(url, headers)
+                response = await self._within_deadline(url, conditional, dict(headers or {}))
             except FetchError as exc:
                 clock.stamp(exc)
                 raise
         clock.stamp(response)
         return response
 
-    async def _within_deadline(self, url: str, headers: dict[str, str]) -> Response:
+    async def _within_deadline(
+        self, url: str, headers: dict[str, str], own: dict[str, str]
+    ) -> Response:
         try:
             async with asyncio.timeout(self.config.timeout):
-                return await self._follow(url, headers)
+                return await self._follow(url, headers, own)
         except TimeoutError:
             raise FetchError(
                 f"timed out: no complete response within {self.config.timeout:g}s"
@@ -174,7 +185,7 @@ class Fetcher:
         except httpx.HTTPError as exc:
             raise FetchError(describe_httpx_error(exc)) from None
 
-    async def _follow(self, url: str, headers: dict[str, str]) -> Response:
+    async def _follow(self, url: str, headers: dict[str, str], own: dict[str, str]) -> Response:
         allow_loopback: bool | None = None
         chain: list[str] = []
         permanent = True
@@ -187,7 +198,8 @@ class Fetcher:
             )
             if allow_loopback is None:
                 allow_loopback = on_loopback
-            request = self.client.build_request("GET", current, headers=headers)
+            sent = {**own, **headers} if own and _trusted_hop(url, current) else headers
+            request = self.client.build_request("GET", current, headers=sent)
             response = await self.client.send(request, stream=True)
             try:
                 if response.status_code in REDIRECTS and "location" in response.headers:
@@ -233,6 +245,12 @@ class Fetcher:
         return await read_capped(
             response.aiter_raw(), encoding, cap, declared=declared, status=response.status_code
         )
+
+
+def _trusted_hop(url: str, hop: str) -> bool:
+    """Whether a source's own headers may go to ``hop``: same host, never https -> http."""
+    first, then = urlsplit(url), urlsplit(hop)
+    return first.hostname == then.hostname and (first.scheme, then.scheme) != ("https", "http")
 
 
 def content_length(headers: httpx.Headers) -> int | None:
