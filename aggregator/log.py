@@ -1,5 +1,7 @@
 """Logging through structlog: JSON lines off a terminal, readable lines on one.
 
+The readable lines are coloured unless ``$NO_COLOR`` is set.
+
 Bind the source name with ``structlog.contextvars.bound_contextvars(source=...)``
 and every line logged inside, ours or a library's, carries it.
 """
@@ -7,6 +9,7 @@ and every line logged inside, ours or a library's, carries it.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
@@ -33,7 +36,7 @@ def configure(*, level: str = "INFO", json: bool | None = None) -> None:
     renderer: list[structlog.types.Processor] = (
         [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
         if json
-        else [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
+        else [structlog.dev.ConsoleRenderer(colors=use_color())]
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_SHARED,
@@ -46,6 +49,11 @@ def configure(*, level: str = "INFO", json: bool | None = None) -> None:
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "apscheduler", "trafilatura"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def use_color() -> bool:
+    """Colour the readable lines on a terminal, unless ``$NO_COLOR`` is set (no-color.org)."""
+    return sys.stderr.isatty() and not os.environ.get("NO_COLOR")
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

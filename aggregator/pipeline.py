@@ -229,7 +229,8 @@ def _error_record(url: str, exc: FetchError) -> FetchRecord:
 
 
 def _log_result(result: PollResult) -> None:
-    if result.ok:
-        log.info("poll.done", outcome=result.outcome, status=result.status, **dict(result.counts))
+    if result.ok:  # info only when something changed: an unchanged poll is routine
+        report = log.info if result.outcome == "changed" else log.debug
+        report("poll.done", outcome=result.outcome, status=result.status, **dict(result.counts))
     else:
         log.warning("poll.failed", status=result.status, error=result.error)

@@ -78,7 +78,7 @@ def test_search_finds_text_since_edited_out(polled: Harness) -> None:
 def test_search_treats_input_as_text(polled: Harness) -> None:
     """FTS syntax in user input is quoted, not interpreted or crashing."""
     result = cli("search", 'run" OR', "NEAR(", "--db", str(polled.db_path))
-    assert result.exit_code == 0 and "no version matches" in result.output
+    assert result.exit_code == 1 and "no version matches" in result.output  # like grep
 
 
 def test_sources_shows_health_and_counts(polled: Harness) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from aggregator import __version__
-from aggregator.cli import demo, manage, outbox, poll, reading, status
+from aggregator.cli import check, demo, manage, outbox, poll, reading, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,6 +24,7 @@ for module in (
     reading,
     status,
     manage,
+    check,
     demo,
 ):
     for command in module.COMMANDS:

@@ -1,14 +1,19 @@
-"""``aggregator add``, ``import-opml`` and ``export-opml``: manage the configured sources."""
+"""Manage the configured sources: ``init``, ``add``, ``remove``, ``pause``, ``resume``,
+``import-opml`` and ``export-opml``. Every edit keeps the file's comments (``config_edit``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import click
 
-from aggregator import config_edit, discover
+from aggregator import config as config_mod
+from aggregator import config_edit, discover, log
 from aggregator.cli.common import config_options, fail, handles_errors, load_config
 from aggregator.config import Config, name_from_url
 from aggregator.errors import AggregatorError, ConfigError
@@ -46,7 +51,7 @@ def add_command(
     tracks one evolving article). The result is fetched once to check it works,
     then appended to the config file.
     """
-    config = load_config(config_path, database, log_level)
+    config, existing = config_or_starter(config_path, database, log_level)
     found = asyncio.run(check_as(config, url, kind) if kind else resolve(config, url))
     if any(s.url == found.url for s in config.sources):
         fail(f"{found.url} is already configured", code=1)
@@ -55,8 +60,40 @@ def add_command(
         source["kind"] = found.kind
     source.update({"tags": list(tags), "interval": interval})
     path = Path(config.path)
-    config_edit.write_checked({path: config_edit.appended(path, [source])}, path)
+    old = path.read_text(encoding="utf-8") if existing else config_edit.STARTER
+    config_edit.write_checked({path: config_edit.appended_to(old, [source])}, path)
+    if not existing:
+        click.echo(f"created {path} (no config existed: a commented starter, as `aggregator init`)")
     click.echo(f"added {found.kind} source {source['name']!r}: {found.url} (to {path})")
+
+
+def new_config_path(config_path: str | None) -> Path:
+    """Where a new config goes: ``--config``, ``$AGGREGATOR_CONFIG``, or ./aggregator.toml."""
+    return Path(config_path or os.environ.get("AGGREGATOR_CONFIG") or "aggregator.toml")
+
+
+def existing_config(config_path: str | None) -> Path | None:
+    """The config file commands would use, or None if there is none yet."""
+    try:
+        path = config_mod.find_config(config_path)
+    except ConfigError:
+        return None
+    return path if path.exists() else None
+
+
+def config_or_starter(
+    config_path: str | None, database: str | None, log_level: str
+) -> tuple[Config, bool]:
+    """The config, or (when there is none yet) the starter config at its new path, unwritten.
+
+    The second value says whether the config exists on disk.
+    """
+    path = existing_config(config_path)
+    if path is not None:
+        return load_config(str(path), database, log_level), True
+    log.configure(level=log_level)
+    target = new_config_path(config_path)
+    return config_mod.parse(tomllib.loads(config_edit.STARTER), str(target)), False
 
 
 async def resolve(config: Config, url: str) -> discover.Found:
@@ -127,33 +164,63 @@ def import_opml_command(
 ) -> None:
     """Import the feeds of an OPML file; folder names become tags.
 
-    Feeds already configured (same URL) are skipped; names are made unique.
+    Feeds already configured (same URL) are skipped; names are made unique. An
+    outline that cannot be a source (an ftp:// URL, say) is skipped with a warning;
+    the exit status is 1 only if every feed of the file was skipped.
     """
-    config = load_config(config_path, database, log_level)
     outlines = discover.read_opml(opml_file.read_bytes(), str(opml_file))
-    path = Path(config.path)
-    urls = {s.url for s in config.sources}
-    names = {s.name for s in config.sources}
-    new = []
-    for outline in outlines:
-        if outline.url in urls:
-            continue
-        urls.add(outline.url)
-        name = _unique(outline.title or name_from_url(outline.url), names)
-        new.append({"name": name, "url": outline.url, "tags": outline.folders})
+    if not outlines:
+        fail(f"{opml_file}: no feeds in it (no <outline> with an xmlUrl)")
+    config, existing = config_or_starter(config_path, database, log_level)
+    new, known, skipped = _importable(config, outlines)
     if not new:
-        click.echo(f"nothing to import: all {len(outlines)} feeds are already configured")
+        if skipped == len(outlines):
+            fail(f"{opml_file}: nothing importable: all {skipped} feeds were skipped (see above)")
+        click.echo(f"nothing to import: {known} feeds already configured, {skipped} skipped")
         return
-    files: dict[Path, str] = {}
+    path = Path(config.path)
+    text = path.read_text(encoding="utf-8") if existing else config_edit.STARTER
+    files = {} if existing else {path: text}
     if into is None:
         into = path.parent / "sources.d" / "opml.toml"
-        include = config_edit.ensure_include(path)
+        include = config_edit.with_include(text, path)
         if include is not None:
             files[path] = include
     files[into] = config_edit.appended(into, new)
     config_edit.write_checked(files, path)
-    skipped = len(outlines) - len(new)
-    click.echo(f"imported {len(new)} sources into {into} ({skipped} already configured)")
+    if not existing:
+        click.echo(f"created {path} (no config existed: a commented starter, as `aggregator init`)")
+    click.echo(
+        f"imported {len(new)} sources into {into} ({known} already configured, {skipped} skipped)"
+    )
+
+
+def _importable(
+    config: Config, outlines: list[discover.Outline]
+) -> tuple[list[dict[str, Any]], int, int]:
+    """The new sources of ``outlines``, and how many were already configured or invalid.
+
+    An invalid outline (an ``ftp://`` URL, say) is skipped with a warning naming it.
+    """
+    urls = {s.url for s in config.sources}
+    names = {s.name for s in config.sources}
+    new: list[dict[str, Any]] = []
+    known = skipped = 0
+    for outline in outlines:
+        if outline.url in urls:
+            known += 1
+            continue
+        source = {"name": outline.title or name_from_url(outline.url), "url": outline.url}
+        problem = config_edit.source_problem(source)
+        if problem is not None:
+            label = f"{outline.title!r} ({outline.url})" if outline.title else repr(outline.url)
+            click.echo(f"aggregator: warning: skipped outline {label}: {problem}", err=True)
+            skipped += 1
+            continue
+        urls.add(outline.url)
+        source["name"] = _unique(source["name"], names)
+        new.append({**source, "tags": outline.folders})
+    return new, known, skipped
 
 
 def _unique(name: str, taken: set[str]) -> str:
@@ -174,4 +241,110 @@ def export_opml_command(config_path: str | None, database: str | None, log_level
     click.echo(discover.write_opml(rows))
 
 
-COMMANDS = [add_command, import_opml_command, export_opml_command]
+RELOAD_HINT = "A running daemon applies this on `systemctl reload aggregator` (SIGHUP)"
+
+
+@click.command("init")
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    metavar="FILE",
+    help="Where to write it. Default: $AGGREGATOR_CONFIG, else ./aggregator.toml.",
+)
+@handles_errors
+def init_command(config_path: str | None) -> None:
+    """Write a commented starter config (never over an existing one)."""
+    found = existing_config(config_path)
+    if found is not None:
+        where = "" if config_path else " (the config commands here already use)"
+        fail(
+            f"{found} already exists{where}; not overwritten. Edit it, or pass"
+            " --config FILE to write a new one elsewhere"
+        )
+    path = new_config_path(config_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with path.open("x", encoding="utf-8") as out:
+            out.write(config_edit.STARTER)
+    except FileExistsError:
+        fail(f"{path} already exists; not overwritten")
+    except OSError as exc:
+        fail(f"{path}: cannot write: {exc.strerror or exc}")
+    flag = f" --config {path}" if config_path else ""
+    click.echo(
+        f"wrote {path}: a commented starter config.\n"
+        f"next: aggregator add URL{flag}   (a feed, or a page that links one),"
+        f" then aggregator poll{flag}"
+    )
+
+
+@click.command("remove")
+@config_options
+@click.argument("name")
+@handles_errors
+def remove_command(
+    config_path: str | None, database: str | None, log_level: str, name: str
+) -> None:
+    """Remove source NAME from the config (its history stays in the database).
+
+    The table is cut from the file that defines it (the config or an included
+    file); the rest of the file, comments included, is kept.
+    """
+    config = load_config(config_path, database, log_level)
+    place = config_edit.locate(config, name)
+    config_edit.write_checked({place.file: config_edit.removed(place)}, Path(config.path))
+    click.echo(
+        f"removed source {name!r} from {place.file}. Its history stays in the database"
+        f" ({config.storage.database}): `aggregator history` and `search` still find it.\n"
+        + RELOAD_HINT
+    )
+
+
+@click.command("pause")
+@config_options
+@click.argument("name")
+@handles_errors
+def pause_command(config_path: str | None, database: str | None, log_level: str, name: str) -> None:
+    """Stop polling source NAME (sets its `enabled = false`); `resume` undoes it."""
+    _set_enabled(load_config(config_path, database, log_level), name, enabled=False)
+
+
+@click.command("resume")
+@config_options
+@click.argument("name")
+@handles_errors
+def resume_command(
+    config_path: str | None, database: str | None, log_level: str, name: str
+) -> None:
+    """Poll source NAME again after `aggregator pause` (or `enabled = false`)."""
+    _set_enabled(load_config(config_path, database, log_level), name, enabled=True)
+
+
+def _set_enabled(config: Config, name: str, *, enabled: bool) -> None:
+    place = config_edit.locate(config, name)
+    verb = "resumed" if enabled else "paused"
+    if config.source(name).enabled == enabled:
+        click.echo(f"source {name!r} is already {verb} ({place.file})")
+        return
+    default = bool(config.defaults.get("enabled", True))
+    text = config_edit.with_enabled(place, enabled, default=default)
+    config_edit.write_checked({place.file: text}, Path(config.path))
+    if enabled:
+        click.echo(f"resumed source {name!r} (in {place.file}). {RELOAD_HINT}")
+    else:
+        click.echo(
+            f"paused source {name!r} (enabled = false in {place.file}); its history stays."
+            f" `aggregator resume {name}` polls it again. {RELOAD_HINT}"
+        )
+
+
+COMMANDS = [
+    init_command,
+    add_command,
+    remove_command,
+    pause_command,
+    resume_command,
+    import_opml_command,
+    export_opml_command,
+]

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from aggregator.cli.common import database_path, handles_errors, reader_options
+from aggregator.cli.common import database_path, fail, handles_errors, reader_options
 from aggregator.diff import render_ansi, render_markers, word_diff
 from aggregator.digest import FORMATS, build_digest, render
 from aggregator.digest.model import group_stories
@@ -157,7 +157,8 @@ def history_command(
 ) -> None:
     """Every version of ENTRY with its time and what changed.
 
-    ENTRY is an entry id, key or URL, a prefix of a key or URL, or words it contains.
+    ENTRY is an entry id, key or URL, a source's name (a page source has one
+    entry), a prefix of a key or URL, or words it contains.
     """
     with open_reader(config_path, database) as reader:
         found = reader.resolve_entry(entry)
@@ -185,13 +186,17 @@ def diff_command(
     new: int | None,
     color: bool | None,
 ) -> None:
-    """The word diff of ENTRY between versions N and M (id, key, URL, prefix or words)."""
+    """The word diff of ENTRY between versions N and M.
+
+    ENTRY is as for `history`: id, key, URL, source name, prefix or words.
+    Exits 1 when there is nothing to compare (the entry has one version).
+    """
     with open_reader(config_path, database) as reader:
         found = reader.resolve_entry(entry)
         versions = {v.version: v for v in reader.versions(found.id)}
     if len(versions) == 1 and old is None:
-        raise click.UsageError(
-            f"entry {found.id} has only one version so far: nothing to diff"
+        fail(
+            f"entry {found.id} has only one version so far: nothing to compare"
             f" (see it with `aggregator history {found.id}`)"
         )
     new = new if new is not None else max(versions)
@@ -227,12 +232,14 @@ def version_diff(old: VersionRow, new: VersionRow, color: bool) -> str:
 def search_command(
     config_path: str | None, database: str | None, text: tuple[str, ...], limit: int
 ) -> None:
-    """Full-text search over every version, including text since edited out."""
+    """Full-text search over every version, including text since edited out.
+
+    Exits 1 when no version matches, like grep.
+    """
     with open_reader(config_path, database) as reader:
         hits = reader.search(" ".join(text), limit=limit)
     if not hits:
-        click.echo("no version matches")
-        return
+        fail(f"no version matches {' '.join(text)!r}")
     by_entry: dict[int, list[Any]] = {}
     for hit in hits:
         by_entry.setdefault(hit.entry.id, []).append(hit)

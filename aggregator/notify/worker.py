@@ -76,7 +76,7 @@ class Attempt:
     details: dict[str, Any]
 
     def log(self) -> None:
-        report = log.info if self.outcome == "delivered" else log.warning
+        report = log.debug if self.outcome == "delivered" else log.warning
         report("delivery." + self.outcome, event_id=self.event_id, **self.details)
 
 

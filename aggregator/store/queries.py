@@ -223,7 +223,7 @@ class Reader:
     # -- entries and versions ------------------------------------------------
 
     def resolve_entry(self, term: str) -> EntryRow:
-        """Find one entry by id, key, URL, key/URL prefix, or a word in any of its versions.
+        """Find one entry by id, key, URL, source name, key/URL prefix, or a word in a version.
 
         Raises:
             StoreError: nothing matches, or several entries do (they are listed).
@@ -233,6 +233,7 @@ class Reader:
         if term.isdigit():
             steps.append(("e.id = ?", [int(term)]))
         steps.append(("e.key = ? OR e.url = ?", [term, term]))
+        steps.append(("s.name = ?", [term]))  # a page source's one entry, or its entries listed
         prefix = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         steps.append(("e.key LIKE ? ESCAPE '\\' OR e.url LIKE ? ESCAPE '\\'", [prefix, prefix]))
         if term:

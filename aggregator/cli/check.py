@@ -1,0 +1,153 @@
+"""``aggregator check`` (fetch and parse one source, store nothing) and ``config check``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from aggregator import config as config_mod
+from aggregator import log
+from aggregator.cli.common import fail, handles_errors, load_config
+from aggregator.cli.manage import existing_config
+from aggregator.config import Config, SourceConfig
+from aggregator.errors import FetchError, ParseError
+from aggregator.fetch import Fetcher, Response
+from aggregator.parse import PARSERS, validate_options
+from aggregator.sandbox import ParseOutput, ParsePool, ParseTask
+
+LOG_LEVEL = click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Least severe log level printed (logs go to stderr).",
+)
+
+
+def _config_option(help_text: str) -> click.Option:
+    return click.option("--config", "-c", "config_path", metavar="FILE", help=help_text)
+
+
+@click.command("check")
+@click.argument("target", metavar="URL|NAME")
+@click.option(
+    "--kind",
+    type=click.Choice(sorted(PARSERS)),
+    help="Read it as this kind (default: the source's kind; feed for a URL).",
+)
+@_config_option("Config file (for a NAME, and the [fetch], [parse] and [limits] settings).")
+@LOG_LEVEL
+@handles_errors
+def check_command(target: str, kind: str | None, config_path: str | None, log_level: str) -> None:
+    """Fetch and parse URL (or configured source NAME) once; show what would be stored.
+
+    Prints the entry count, each entry's key and title, and the parser's
+    warnings. Nothing is written: no database is opened. Exit status 1 if the
+    fetch or the parse fails (the reason is printed).
+    """
+    config = _config(config_path, log_level)
+    source = _source(config, target, kind)
+    response, output = asyncio.run(fetch_and_parse(config, source))
+    click.echo(report(source, response, output))
+
+
+def _config(config_path: str | None, log_level: str) -> Config:
+    """The config if there is one (a URL needs none: then the defaults)."""
+    if existing_config(config_path) is None:
+        if config_path:
+            fail(f"{config_path}: file not found", code=2)
+        log.configure(level=log_level)
+        return config_mod.parse({}, "<defaults>")
+    return load_config(config_path, None, log_level)
+
+
+def _source(config: Config, target: str, kind: str | None) -> SourceConfig:
+    """The configured source named ``target`` (or with that URL), else a URL of ``kind``."""
+    for source in config.sources:
+        if target in (source.name, source.url):
+            return source.model_copy(update={"kind": kind}) if kind else source
+    if not target.lower().startswith(("http://", "https://")):
+        where = f" in {config.path}" if config.sources else ""
+        fail(f"{target!r} is not an http(s) URL, nor the name of a configured source{where}")
+    parsed = config_mod.parse({"sources": [{"url": target, "kind": kind or "feed"}]}, target)
+    return parsed.sources[0]
+
+
+async def fetch_and_parse(config: Config, source: SourceConfig) -> tuple[Response, ParseOutput]:
+    """One fetch (with the source's headers) and one parse in a worker; nothing stored."""
+    try:
+        async with Fetcher(config.fetch) as fetcher:
+            response = await fetcher.fetch(source.url, headers=source.request_headers)
+    except FetchError as exc:
+        raise FetchError(f"{source.url}: fetch failed: {exc}") from None
+    limits = config.limits
+    task = ParseTask(
+        kind=source.kind,
+        body=response.body,
+        url=response.final_url,
+        headers=response.headers,
+        options=validate_options(source.kind, source.options),
+        ignore=tuple(source.ignore),
+        max_entries=limits.max_entries,
+        max_field_chars=limits.max_field_chars,
+    )
+    parsers = ParsePool(config.parse)
+    try:
+        output = await parsers.parse(task)
+    except ParseError as exc:
+        hint = "" if source.kind != "feed" else " (a page? try --kind page or liveblog)"
+        raise ParseError(
+            f"{response.final_url}: does not read as kind {source.kind!r}: {exc}{hint}"
+        ) from None
+    finally:
+        parsers.close()
+    return response, output
+
+
+def report(source: SourceConfig, response: Response, output: ParseOutput) -> str:
+    """What a poll would store: the entries' keys and titles, and the warnings."""
+    parsed = output.parsed
+    lines = [
+        f"{response.final_url}: HTTP {response.status}, {len(response.body)} bytes,"
+        f" read as {source.kind}: {len(parsed.items)} entries (parsed in {output.parse_ms} ms)"
+    ]
+    if response.moved_to:
+        lines.append(f"moved permanently to {response.moved_to}: update the source's url")
+    if parsed.title:
+        lines.append(f"title: {parsed.title}")
+    lines += [f"  {item.key}  {item.title or '(untitled)'}" for item in parsed.items]
+    lines += [f"warning: {warning}" for warning in output.warnings]
+    if not parsed.complete:
+        lines.append("note: the listing is incomplete, so a poll would mark nothing removed")
+    lines.append("nothing was stored (check only)")
+    return "\n".join(lines)
+
+
+@click.group("config")
+def config_group() -> None:
+    """Work with the config file."""
+
+
+@config_group.command("check")
+@_config_option(
+    "Config file. Default: $AGGREGATOR_CONFIG, ./aggregator.toml,"
+    " then ~/.config/aggregator/config.toml."
+)
+def config_check_command(config_path: str | None) -> None:
+    """Validate the config without polling (e.g. before `systemctl reload aggregator`).
+
+    \b
+    Exit status:
+      0  valid ("valid: N sources, M sinks")
+      2  not valid: the file, key path and problem are printed
+    """
+    config = load_config(config_path, None, "WARNING")
+    paused = sum(not s.enabled for s in config.sources)
+    extra = f" ({paused} paused)" if paused else ""
+    click.echo(
+        f"{config.path}: valid: {len(config.sources)} sources, {len(config.sinks)} sinks{extra}"
+    )
+
+
+COMMANDS = [check_command, config_group]
