@@ -335,15 +335,20 @@ def test_check_name_uses_the_config_and_leaves_the_database_alone(
 
 
 def test_check_failures_say_why_and_exit_one(tmp_path: Path, server: TestServer) -> None:
-    """A 404, a page read as a feed, an unknown name: exit 1 with the reason."""
+    """A 404, a page read as a feed (its feed link named), an unknown name: exit 1, why."""
     server.serve(
         "/plain", "<html><body><p>Just a page.</p></body></html>", content_type="text/html"
     )
+    linking = '<html><head><link rel="alternate" type="application/rss+xml" href="/f.xml">'
+    server.serve("/story", linking + "</head><body>hi</body></html>", content_type="text/html")
     missing = run("check", server.url("/missing.xml"), cwd=tmp_path)
     assert missing.returncode == 1 and "fetch failed: HTTP 404" in missing.stderr
     page = run("check", server.url("/plain"), cwd=tmp_path)
     assert page.returncode == 1 and "does not read as kind 'feed'" in page.stderr
     assert "--kind page" in page.stderr
+    linked = run("check", server.url("/story"), cwd=tmp_path)
+    assert linked.returncode == 1
+    assert f"the page links a feed: check {server.url('/f.xml')}" in linked.stderr
     unknown = run("check", "nope", cwd=tmp_path)
     assert unknown.returncode == 1 and "not an http(s) URL, nor the name" in unknown.stderr
     assert list(tmp_path.iterdir()) == []

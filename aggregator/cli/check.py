@@ -7,7 +7,7 @@ import asyncio
 import click
 
 from aggregator import config as config_mod
-from aggregator import log
+from aggregator import discover, log
 from aggregator.cli.common import fail, handles_errors, load_config
 from aggregator.cli.manage import existing_config
 from aggregator.config import Config, SourceConfig
@@ -96,13 +96,23 @@ async def fetch_and_parse(config: Config, source: SourceConfig) -> tuple[Respons
     try:
         output = await parsers.parse(task)
     except ParseError as exc:
-        hint = "" if source.kind != "feed" else " (a page? try --kind page or liveblog)"
+        hint = _hint(source, response)
         raise ParseError(
             f"{response.final_url}: does not read as kind {source.kind!r}: {exc}{hint}"
         ) from None
     finally:
         parsers.close()
     return response, output
+
+
+def _hint(source: SourceConfig, response: Response) -> str:
+    """For a page read as a feed: the feeds it links, else the kinds that read pages."""
+    if source.kind != "feed":
+        return ""
+    links = discover.feed_links(response.body, response.final_url)
+    if links:
+        return f"; the page links a feed: check {links[0].url}"
+    return " (a page? try --kind page or --kind liveblog)"
 
 
 def report(source: SourceConfig, response: Response, output: ParseOutput) -> str:
