@@ -113,7 +113,10 @@ class Pipeline:
         state = await self._fetch_state(source_id)
         try:
             response = await self.fetcher.fetch(
-                state.url, etag=state.etag, last_modified=state.last_modified
+                state.url,
+                etag=state.etag,
+                last_modified=state.last_modified,
+                headers=source.request_headers,
             )
         except FetchError as exc:
             return await self._failed(source, source_id, _error_record(state.url, exc), exc)
