@@ -131,9 +131,30 @@ def kill_repeatedly(
         if hook is not None and n == kills // 2:
             hook.start()
         proc = start_daemon(config)
-        time.sleep(rng.uniform(1.8, 3.5))  # start-up (parse workers included) ~1.6 s
+        wait_for_a_poll(config.parent / "crash.db", after=fetch_count(config.parent / "crash.db"))
+        time.sleep(rng.uniform(0.0, 1.5))  # the daemon is polling now: kill at a random moment
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+
+
+def fetch_count(db: Path) -> int:
+    """Rows in ``fetches`` (0 before the database exists)."""
+    if not db.exists():
+        return 0
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return int(conn.execute("SELECT count(*) FROM fetches").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        conn.close()
+
+
+def wait_for_a_poll(db: Path, after: int, timeout: float = 20.0) -> None:
+    """Until this run of the daemon has stored a poll (its start-up depends on the load)."""
+    deadline = time.monotonic() + timeout
+    while fetch_count(db) <= after and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def catch_up(config: Path, final_epoch: int, timeout: float = 30.0) -> None:
