@@ -24,6 +24,7 @@ SPAN = re.compile(r"`([^`]+)`")
 CELL_OF_SPANS = re.compile(r"^`[^`]+`(?: / `[^`]+`)*$")
 PLACEHOLDER = re.compile(r"^(?:[A-Z][A-Z0-9_]*(?:\.\.\.)?|[A-Z]+\.[a-z]+)$")
 COMMAND_WORD = re.compile(r"^[a-z][a-z-]*$")
+FIRST_WORD = re.compile(r"^(?:[a-z][a-z-]*|-[A-Za-z]|--[a-z][a-z-]*)$")  # `aggregator -V` too
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def _spans(line: str) -> list[str]:
         prefix_ok = False
         for span in cell_spans:
             span = re.sub(r"^sudo\s+", "", span.strip())
-            if span.startswith("aggregator ") and COMMAND_WORD.match(span.split()[1]):
+            if span.startswith("aggregator ") and FIRST_WORD.match(span.split()[1]):
                 spans.append(span)
                 prefix_ok = shorthand
             elif prefix_ok and COMMAND_WORD.match(span.split()[0]):
@@ -174,8 +175,11 @@ def _value_forms(text: str) -> list[str]:
         prefix.append(word)
     forms = [" ".join(first)]
     for i, values in choices:
-        option = words[i - 1 : i] if words[i - 1].startswith("-") else []
-        forms += [" ".join([*prefix, *option, value]) for value in values[1:]]
+        for value in values[1:]:
+            if i < len(prefix):  # a positional choice: `check URL|NAME`
+                forms.append(" ".join([*prefix[:i], value, *prefix[i + 1 :]]))
+            else:  # an option's value: `--format text|markdown`, on its own
+                forms.append(" ".join([*prefix, words[i - 1], value]))
     return forms
 
 

@@ -29,7 +29,7 @@ import click
 import pytest
 
 from aggregator.cli import main as cli_main
-from tests import story
+from tests import liveblog_story, story
 from tests.conftest import Harness
 from tests.readme_commands import Command, placeholders, readme_commands
 from tests.receivers import WebhookReceiver
@@ -37,13 +37,14 @@ from tests.server import TestServer
 
 ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
-COMMANDS = readme_commands(README)
+
 
 # README placeholder -> value. ``{server}`` is the local server's base URL, ``{workdir}``
 # the command's own copy of the fixture directory (also its cwd), ``{yesterday}`` and
 # ``{tomorrow}`` dates around the polls. A placeholder missing here fails its command.
 VALUES: dict[str, str] = {
     "ENTRY": "talks",  # the story's lead entry (three versions)
+    "NAME": "world",  # a source (after --sink, a sink: see OPTION_VALUES)
     "TEXT": "ceasefire",
     "URL": "{server}/rss",
     "IDS...": "1",
@@ -66,11 +67,31 @@ OPTION_VALUES: dict[tuple[str, str], str] = {
     ("--from", "T"): "{yesterday}",
     ("--to", "T"): "{tomorrow}",
 }
-# A README shorthand that names a command without its required argument
-# (`aggregator add URL` / `import-opml`): the form to run instead.
+# README example values the fixture cannot use as written: the fixture already has the
+# source `world` (a page, as `check world --kind page` needs), so `add --name world` adds
+# under another name.
+LITERALS: dict[tuple[str, str], str] = {("--name", "world"): "world-2"}
+# A README mention of a command without its required argument (`aggregator add URL` /
+# `import-opml`, "(`aggregator pause` / `resume`)"): the form to run instead.
 COMPLETIONS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("import-opml",): ("import-opml", "subscriptions.opml"),
+    ("pause",): ("pause", "NAME"),
 }
+# Commands a new user runs before there is any config: run in an empty directory.
+FRESH: set[tuple[str, ...]] = {("init",)}
+
+
+def _distinct(commands: list[Command]) -> list[Command]:
+    """One of each command as run: `history ENTRY` and `history talks` are one run."""
+    seen: dict[tuple[str, ...], Command] = {}
+    for command in commands:
+        argv = COMPLETIONS.get(command.argv, command.argv)
+        key = (*(VALUES.get(a, a) for a in argv), command.stdout_to or "")
+        seen.setdefault(key, command)
+    return list(seen.values())
+
+
+COMMANDS = _distinct(readme_commands(README))
 # Exit statuses a command documents besides 0 (none needed against this healthy fixture).
 EXIT_OK: dict[tuple[str, ...], set[int]] = {}
 # What a command's output must contain (a regex); every other command: a non-empty line.
@@ -80,14 +101,20 @@ EXPECT: dict[tuple[str, ...], str] = {
     ("history",): r"Talks end with 'no progress'",
     ("diff",): r"\[-|\{\+",
     ("search",): r"(?i)ceasefire",
-    ("sources",): r"wire",
-    ("status",): r"wire",
+    ("sources",): r"world",
+    ("status",): r"world",
+    ("init",): r"aggregator\.toml",
+    ("pause",): r"world",
+    ("resume",): r"world",
+    ("remove",): r"world",
+    ("config", "check"): r"valid: 3 sources, 2 sinks",
     ("outbox",): r"events \[jsonl\]",
-    ("outbox", "deliver"): r"\d+ delivered",
+    ("outbox", "deliver"): r"[1-9]\d* delivered",  # the last fixture poll's events
     ("add",): r"added (feed|liveblog|page) source",
     ("import-opml",): r"imported 1 sources",
     ("export-opml",): r"<opml",
-    ("run",): r"daemon\.started",
+    ("run",): r"(?s)daemon\.started.*daemon\.stopped",
+    ("check",): r"read as (feed|page|liveblog): [1-9]\d* entries",
 }
 OUTPUT_OPTIONS = ("--output", "-o")
 TIMEOUT = 60.0
@@ -180,7 +207,7 @@ def concrete_argv(command: Command, site: Site, workdir: Path) -> list[str]:
     out = []
     for i, arg in enumerate(argv):
         before = argv[i - 1] if i > 0 and argv[i - 1].startswith("-") else None
-        out.append(values.get((before, arg), arg))
+        out.append(values.get((before, arg), LITERALS.get((before or "", arg), arg)))
     return out
 
 
@@ -209,7 +236,10 @@ def environment(site: Site, workdir: Path) -> dict[str, str]:
 def run_command(command: Command, site: Site, index: int) -> Outcome:
     """Run ``command`` in a fresh copy of the fixture directory."""
     workdir = site.runs / f"cmd{index:02d}"
-    shutil.copytree(site.base, workdir)
+    if command_path(command.argv) in FRESH:
+        workdir.mkdir()
+    else:
+        shutil.copytree(site.base, workdir)
     argv = concrete_argv(command, site, workdir)
     full = [sys.executable, "-m", "aggregator", *argv]
     env = environment(site, workdir)
@@ -259,6 +289,7 @@ def _build_base(base: Path, server: TestServer, receiver: WebhookReceiver) -> No
     harness.db_path = base / "history.db"
     harness.add("wire", "/feed.xml", interval="15m")
     harness.add("wire-atom", "/atom.xml", interval="15m", tags=["world"])
+    harness.add("world", "/world/antalya-talks", kind="page", interval="15m")
     sinks = (
         '[[sinks]]\nkind = "jsonl"\nname = "events"\npath = "events.jsonl"\n\n'
         f'[[sinks]]\nkind = "webhook"\nname = "hook"\nurl = "{receiver.url()}"\n'
@@ -268,7 +299,10 @@ def _build_base(base: Path, server: TestServer, receiver: WebhookReceiver) -> No
         harness.extra = ("[notify]\ndeliver_on_poll = false\n\n" if last else "") + sinks
         server.serve("/feed.xml", story.rss(epoch))
         server.serve("/atom.xml", story.atom(epoch), content_type="application/atom+xml")
-        harness.poll()
+        page = liveblog_story.talks_page(min(epoch, len(liveblog_story.PAGE_EPOCHS) - 1))
+        server.serve("/world/antalya-talks", page, content_type="text/html; charset=utf-8")
+        failed = [f"{r.source}: {r.error}" for r in harness.poll() if not r.ok]
+        assert not failed, f"building the fixture: poll {epoch} failed: {failed}"
     harness.extra = sinks
     harness.config()
     # The config names the database relative to itself, so each copy uses its own.
@@ -311,7 +345,7 @@ def _outcomes(request: pytest.FixtureRequest, site: Site) -> Iterator[dict[str, 
         if item.module is sys.modules[__name__] and hasattr(item, "callspec")
         if "command" in item.callspec.params
     ]
-    with ThreadPoolExecutor(max_workers=3) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:
         futures = {c.id: pool.submit(run_command, c, site, i) for i, c in enumerate(selected)}
         yield futures
         for future in futures.values():
@@ -358,6 +392,11 @@ def test_readme_command_runs(
     )
     path = command_path(command.argv)
     assert TRACEBACK not in outcome.stderr + outcome.stdout, f"crashed\n{report}"
+    if outcome.returncode == 2 and "Missing argument" in outcome.stderr:
+        pytest.fail(
+            f"{report}\nthe README names this command without an argument it needs:"
+            " add the form to run to COMPLETIONS in tests/test_readme_commands.py"
+        )
     assert outcome.returncode in {0} | EXIT_OK.get(path, set()), f"exit status\n{report}"
     if outcome.output_file is not None:
         assert outcome.output_file.is_file(), f"{outcome.output_file} not written\n{report}"
@@ -368,3 +407,41 @@ def test_readme_command_runs(
     pattern = EXPECT.get(path)
     if pattern is not None and outcome.output_file is None:
         assert re.search(pattern, result), f"output lacks /{pattern}/\n{report}"
+
+
+def test_extraction_expands_synopses_and_refuses_unknown_placeholders(tmp_path: Path) -> None:
+    """Blocks, `$`/`sudo`/`&&`, table shorthands, optional groups, alternatives, redirects."""
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "```console\n$ sudo aggregator poll --source NAME && echo done   # a comment\n```\n"
+        "```toml\naggregator = 'not a command'\n```\n"
+        "| `aggregator sources` / `status` | x |\n"
+        "| `aggregator digest [--since 24h \\| --from T --to T] [--format text\\|json]` | x |\n"
+        "```sh\naggregator outbox drop IDS... | --all\naggregator export-opml > out.opml\n```\n"
+        "Run `aggregator frobnicate WIDGET` to see.\n"
+    )
+    ids = [c.id for c in readme_commands(readme)]
+    assert ids == [
+        "poll --source NAME",
+        "sources",
+        "status",
+        "digest",
+        "digest --since 24h --format text",
+        "digest --format json",
+        "digest --from T --to T",
+        "outbox drop IDS...",
+        "outbox drop --all",
+        "export-opml > out.opml",
+        "frobnicate WIDGET",
+    ]
+    unmapped = readme_commands(readme)[-1]
+    server = TestServer()  # not started: only its URL is used
+    site = Site(tmp_path, tmp_path, tmp_path, server, WebhookReceiver(), dt.date.today())
+    try:
+        with pytest.raises(
+            MappingError, match=re.escape("line 13: `aggregator frobnicate WIDGET`")
+        ):
+            concrete_argv(unmapped, site, tmp_path)
+    finally:
+        site.receiver.stop()
+        server.httpd.server_close()
