@@ -9,7 +9,7 @@ from aggregator.cli import check, demo, manage, outbox, poll, reading, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="aggregator")
+@click.version_option(__version__, "-V", "--version", prog_name="aggregator")
 def main() -> None:
     """Watch evolving news stories: poll feeds, live blogs and articles, keep every version.
 
