@@ -93,8 +93,8 @@ def find_config(explicit: str | None = None) -> Path:
     tried = ", ".join(str(c) for c in candidates)
     raise NoConfigFound(
         f"no configuration file found (looked for {tried}).\n"
-        "Start from the example: cp config/example.toml aggregator.toml, then edit its"
-        " [[sources]]; or pass --config FILE; or try `aggregator demo` first."
+        "Start one with `aggregator init` (a commented ./aggregator.toml) or"
+        " `aggregator add URL`; or pass --config FILE; or try `aggregator demo` first."
     )
 
 
