@@ -75,7 +75,7 @@ def test_lookup_order_and_helpful_message(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("AGGREGATOR_CONFIG", raising=False)
-    with pytest.raises(ConfigError, match=r"cp config/example\.toml aggregator\.toml"):
+    with pytest.raises(ConfigError, match=r"Start one with `aggregator init`"):
         config.find_config()
     xdg = tmp_path / "xdg" / "aggregator" / "config.toml"
     xdg.parent.mkdir(parents=True)
