@@ -29,6 +29,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import feedserver  # benchmarks/ is the script's directory
+
 ROOT = Path(__file__).resolve().parent.parent
 MEMORY_MAX_MB = 512  # the unit's MemoryMax
 
@@ -135,13 +137,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--duration", type=float, default=150.0)
     args = parser.parse_args()
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks/feedserver.py"), "--feeds", str(args.feeds)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None
-    base = f"http://127.0.0.1:{server.stdout.readline().strip()}"
+    server, base = feedserver.start(args.feeds)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
         with tempfile.TemporaryDirectory() as tmp:

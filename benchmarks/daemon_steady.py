@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from urllib.request import urlopen
 
-from daemon_bomb import memory_kb, tree  # benchmarks/ is the script's directory
+import feedserver  # benchmarks/ is the script's directory
+from daemon_bomb import memory_kb, tree
 
 ROOT = Path(__file__).resolve().parent.parent
 TICK = os.sysconf("SC_CLK_TCK")
@@ -86,13 +87,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--cycles", type=int, default=3)
     args = parser.parse_args()
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks/feedserver.py"), "--feeds", str(args.feeds)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None
-    base = f"http://127.0.0.1:{server.stdout.readline().strip()}"
+    server, base = feedserver.start(args.feeds)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "aggregator"]
     try:

@@ -23,6 +23,8 @@ import argparse
 import asyncio
 import json
 import random
+import subprocess
+import sys
 from email.utils import formatdate
 
 WORDS = (
@@ -111,6 +113,15 @@ def entity_bomb(entity_kb: int = 100, references: int = 100_000) -> bytes:
         f"<item><guid>bomb</guid><title>Talks</title><description>{'&a;' * references}"
         "</description></item></channel></rss>"
     ).encode()
+
+
+def start(feeds: int, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """Run this server as a child process; return it and its base URL (for the benchmarks)."""
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--feeds", str(feeds), *extra], stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None
+    return server, f"http://127.0.0.1:{server.stdout.readline().strip()}"
 
 
 class FeedServer:

@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
+import feedserver  # benchmarks/ is the script's directory
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -223,13 +225,7 @@ def main() -> None:
     )
     parser.add_argument("--keep", metavar="DIR", help="write (and keep) config and database here")
     args = parser.parse_args()
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks/feedserver.py"), "--feeds", str(args.feeds)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None
-    base = f"http://127.0.0.1:{server.stdout.readline().strip()}"
+    server, base = feedserver.start(args.feeds)
     arrivals = Arrivals()
     started = time.monotonic()
     try:
