@@ -214,22 +214,29 @@ class ParsePool:
 
         When a worker dies before it took its task, pebble gives up on the whole
         pool (``BrokenProcessPool``); the pool is then restarted and the task tried
-        once more, so a crash costs at most the task that caused it.
+        once more, so a crash costs at most the task that caused it. An unexpected
+        exception in the parser (a bug) is a ``ParseError`` too, logged with its
+        traceback, so the source's failure is recorded like any other.
         """
         try:
             return await self._run(task)
-        except (BrokenProcessPool, RuntimeError) as exc:
+        except BrokenProcessPool as exc:
             self._restart(exc)
         try:
             return await self._run(task)
-        except (BrokenProcessPool, RuntimeError) as exc:
+        except BrokenProcessPool as exc:
             self._restart(exc)
             raise ParseError(died_reason(None, self.config.memory_limit)) from None
 
     async def _run(self, task: ParseTask) -> ParseOutput:
-        future = self._start().schedule(run_task, args=(task,), timeout=self.config.time_limit)
+        try:
+            future = self._start().schedule(run_task, args=(task,), timeout=self.config.time_limit)
+        except RuntimeError as exc:  # pebble: the pool is no longer running
+            raise BrokenProcessPool(str(exc)) from None
         try:
             return await asyncio.wrap_future(future)
+        except (ParseError, BrokenProcessPool):
+            raise
         except TimeoutError:
             raise ParseError(
                 f"parsing this response took longer than {self.config.time_limit:g}s"
@@ -237,6 +244,12 @@ class ParsePool:
             ) from None
         except ProcessExpired as exc:
             raise ParseError(died_reason(exc.exitcode, self.config.memory_limit)) from None
+        except Exception as exc:
+            log.error("parse.crashed", error=repr(exc), traceback=getattr(exc, "traceback", None))
+            raise ParseError(
+                f"the {task.kind} parser failed on this response ({type(exc).__name__}: {exc});"
+                " nothing was stored (a bug: please report it with the response)"
+            ) from None
 
     def _restart(self, exc: BaseException) -> None:
         pool = self._pool

@@ -194,3 +194,20 @@ def test_a_worker_dying_before_it_took_its_task_restarts_the_pool_not_the_daemon
         pool.close()
     assert "the parse worker" in str(failed.value) and "nothing was stored" in str(failed.value)
     assert len(after.snapshots) == 2
+
+
+def test_an_unexpected_error_in_a_parser_is_a_recorded_reason_not_a_pool_restart() -> None:
+    # an unknown kind makes get_parser raise ConfigError inside the worker: a stand-in
+    # for a parser bug (any exception that is not a ParseError)
+    pool = ParsePool(ParseConfig(workers=1))
+    odd = ParseTask(kind="telegraph", body=b"<rss/>", url="http://127.0.0.1/f", headers={})
+    try:
+        asyncio.run(pool.parse(task(talks_feed(1))))
+        before = pool.pids()
+        with pytest.raises(ParseError) as failed:
+            asyncio.run(pool.parse(odd))
+        after = pool.pids()
+    finally:
+        pool.close()
+    assert "the telegraph parser failed on this response (ConfigError" in str(failed.value)
+    assert before == after, "a parser's exception must not cost the worker"
