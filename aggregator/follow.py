@@ -18,7 +18,6 @@ checked. Failures back off the same way, doubled per consecutive failure.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import Counter
 from datetime import timedelta
 from typing import Any, Protocol
@@ -28,12 +27,13 @@ import structlog
 from aggregator.config import Config, SourceConfig
 from aggregator.detect import detect
 from aggregator.errors import FetchError, ParseError
-from aggregator.fetch import Fetcher, Response
+from aggregator.fetch import Fetcher
+from aggregator.fetchlog import error_record, fetch_record
 from aggregator.sandbox import ParseOutput, ParsePool, ParseTask
 from aggregator.store import FetchRecord, SourceSpec
 from aggregator.store import articles as store_articles
 from aggregator.store.thread import StoreThread
-from aggregator.timeutil import from_db, now_db, to_db, utcnow
+from aggregator.timeutil import from_db, to_db, utcnow
 
 log = structlog.get_logger("aggregator.follow")
 
@@ -120,17 +120,13 @@ async def follow_articles(pipeline: Poller, source: SourceConfig) -> Counter[str
 
 
 async def _check(pipeline: Poller, source: SourceConfig, article: dict[str, Any]) -> list[str]:
-    record = FetchRecord(url=article["url"], started_at=now_db(), outcome="changed")
     try:
         response = await pipeline.fetcher.fetch(
             article["url"], etag=article["etag"], last_modified=article["last_modified"]
         )
     except FetchError as exc:
-        record.outcome, record.error, record.status = "error", str(exc), exc.status
-        record.started_at = exc.started_at or record.started_at
-        record.queued_ms, record.duration_ms = exc.queued_ms, exc.elapsed_ms
-        return await _failed(pipeline, source, article, record)
-    _fill(record, response)
+        return await _failed(pipeline, source, article, error_record(article["url"], exc))
+    record = fetch_record(article["url"], response)
     if response.status == 304 or record.body_sha256 == article["body_sha256"]:
         record.outcome = "not_modified" if response.status == 304 else "same_body"
         record.body_sha256 = None
@@ -156,15 +152,6 @@ async def _check(pipeline: Poller, source: SourceConfig, article: dict[str, Any]
     for warning in output.warnings:
         log.warning("follow.warning", url=article["url"], warning=warning)
     return await pipeline.store.write(_store, pipeline, source, article, output, record)
-
-
-def _fill(record: FetchRecord, response: Response) -> None:
-    record.started_at = response.started_at or record.started_at
-    record.queued_ms = response.queued_ms
-    record.final_url, record.status = response.final_url, response.status
-    record.bytes, record.duration_ms = len(response.body), response.elapsed_ms
-    record.etag, record.last_modified = response.etag, response.last_modified
-    record.body_sha256 = hashlib.sha256(response.body).hexdigest() if response.body else None
 
 
 async def _failed(

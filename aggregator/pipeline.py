@@ -14,23 +14,22 @@ and the write on the store's thread, which does nothing else.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from aggregator.config import Config, SourceConfig
+from aggregator.config import Config, LimitsConfig, SourceConfig
 from aggregator.detect import detect
 from aggregator.errors import FetchError, ParseError, StoreError
 from aggregator.fetch import Fetcher, Response
+from aggregator.fetchlog import error_record, fetch_record
 from aggregator.follow import companion_specs, follow_articles, follows
 from aggregator.parse import validate_options
 from aggregator.sandbox import ParseOutput, ParsePool, ParseTask
 from aggregator.store import FetchRecord, FetchState, SourceSpec, Store
 from aggregator.store.thread import StoreThread
-from aggregator.timeutil import now_db
 
 log = structlog.get_logger("aggregator.pipeline")
 
@@ -119,8 +118,8 @@ class Pipeline:
                 headers=source.request_headers,
             )
         except FetchError as exc:
-            return await self._failed(source, source_id, _error_record(state.url, exc), exc)
-        record = _record(state.url, response)
+            return await self._failed(source, source_id, error_record(state.url, exc), exc)
+        record = fetch_record(state.url, response)
         result = PollResult(
             source.name, record.outcome, status=response.status, cache_max_age=response.freshness
         )
@@ -131,7 +130,8 @@ class Pipeline:
             result.outcome = record.outcome
             return result
         try:
-            output = await self.parsers.parse(self._task(source, response))
+            task = parse_task(source, response, self.config.limits, self._options.get(source.name))
+            output = await self.parsers.parse(task)
         except ParseError as exc:
             return await self._failed(source, source_id, record, exc, result)
         record.parse_ms = output.parse_ms
@@ -139,19 +139,6 @@ class Pipeline:
             log.warning("parse.warning", warning=warning)
         self.hints[source.name] = (output.parsed.ttl_seconds, output.parsed.skip_hours)
         return await self.store.write(self._store, source, source_id, output, record, result)
-
-    def _task(self, source: SourceConfig, response: Response) -> ParseTask:
-        limits = self.config.limits
-        return ParseTask(
-            kind=source.kind,
-            body=response.body,
-            url=response.final_url,
-            headers=response.headers,
-            options=self._options.get(source.name),
-            ignore=tuple(source.ignore),
-            max_entries=limits.max_entries,
-            max_field_chars=limits.max_field_chars,
-        )
 
     async def _failed(
         self,
@@ -201,33 +188,19 @@ class Pipeline:
         return result
 
 
-def _record(url: str, response: Response) -> FetchRecord:
-    """The ``fetches`` row of a response (its outcome is settled later)."""
-    return FetchRecord(
-        url=url,
-        started_at=response.started_at or now_db(),
-        queued_ms=response.queued_ms,
-        outcome="changed",
-        final_url=response.final_url,
-        status=response.status,
-        bytes=len(response.body),
-        duration_ms=response.elapsed_ms,
-        etag=response.etag,
-        last_modified=response.last_modified,
-        body_sha256=hashlib.sha256(response.body).hexdigest() if response.body else None,
-        moved_to=response.moved_to,
-    )
-
-
-def _error_record(url: str, exc: FetchError) -> FetchRecord:
-    """The ``fetches`` row of a failed fetch, with the request's own timing if it started."""
-    return FetchRecord(
-        url=url,
-        started_at=exc.started_at or now_db(),
-        queued_ms=exc.queued_ms,
-        duration_ms=exc.elapsed_ms,
-        outcome="error",
-        status=exc.status,
+def parse_task(
+    source: SourceConfig, response: Response, limits: LimitsConfig, options: Any
+) -> ParseTask:
+    """What a worker needs to read ``response`` as ``source`` would be read."""
+    return ParseTask(
+        kind=source.kind,
+        body=response.body,
+        url=response.final_url,
+        headers=response.headers,
+        options=options,
+        ignore=tuple(source.ignore),
+        max_entries=limits.max_entries,
+        max_field_chars=limits.max_field_chars,
     )
 
 

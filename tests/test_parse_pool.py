@@ -111,7 +111,8 @@ def test_a_parse_past_the_time_limit_is_stopped_and_the_worker_replaced() -> Non
     pool = ParsePool(ParseConfig(workers=1, time_limit="0.3s"))
     slow = talks_feed(6000, broken=True)  # feedparser's loose parser: seconds
     try:
-        first_pids = set(pool.pids()) or None
+        asyncio.run(pool.parse(task(talks_feed(1))))  # the worker is up
+        first_pids = set(pool.pids())
         started = time.monotonic()
         with pytest.raises(ParseError) as failed:
             asyncio.run(pool.parse(task(slow)))
@@ -123,7 +124,7 @@ def test_a_parse_past_the_time_limit_is_stopped_and_the_worker_replaced() -> Non
     assert "took longer than 0.3s ([parse] time_limit)" in str(failed.value)
     assert elapsed < 5, f"the stuck parse held the caller {elapsed:.1f}s"
     assert len(after.snapshots) == 2
-    assert len(pids) == 1 and (first_pids is None or set(pids) != first_pids)
+    assert len(first_pids) == 1 and len(pids) == 1 and set(pids) != first_pids
 
 
 @pytest.fixture(name="hostile")

@@ -8,21 +8,16 @@ import click
 
 from aggregator import config as config_mod
 from aggregator import discover, log
-from aggregator.cli.common import fail, handles_errors, load_config
+from aggregator.cli.common import fail, handles_errors, load_config, log_level_option
 from aggregator.cli.manage import existing_config
 from aggregator.config import Config, SourceConfig
 from aggregator.errors import FetchError, ParseError
 from aggregator.fetch import Fetcher, Response
 from aggregator.parse import PARSERS, validate_options
-from aggregator.sandbox import ParseOutput, ParsePool, ParseTask
+from aggregator.pipeline import parse_task
+from aggregator.sandbox import ParseOutput, ParsePool
 
-LOG_LEVEL = click.option(
-    "--log-level",
-    default="WARNING",
-    show_default=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-    help="Least severe log level printed (logs go to stderr).",
-)
+LOG_LEVEL = log_level_option("WARNING")
 
 
 def _config_option(help_text: str) -> click.Option:
@@ -81,17 +76,8 @@ async def fetch_and_parse(config: Config, source: SourceConfig) -> tuple[Respons
             response = await fetcher.fetch(source.url, headers=source.request_headers)
     except FetchError as exc:
         raise FetchError(f"{source.url}: fetch failed: {exc}") from None
-    limits = config.limits
-    task = ParseTask(
-        kind=source.kind,
-        body=response.body,
-        url=response.final_url,
-        headers=response.headers,
-        options=validate_options(source.kind, source.options),
-        ignore=tuple(source.ignore),
-        max_entries=limits.max_entries,
-        max_field_chars=limits.max_field_chars,
-    )
+    options = validate_options(source.kind, source.options)
+    task = parse_task(source, response, config.limits, options)
     parsers = ParsePool(config.parse)
     try:
         output = await parsers.parse(task)

@@ -22,15 +22,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 PLUGIN_REGISTRIES = (parse, notify)
 
 
-def config_options(fn: F) -> F:
-    """``--config``, ``--db`` and logging options."""
-    fn = click.option(
+def log_level_option(default: str) -> Callable[[F], F]:
+    """``--log-level`` with ``default``."""
+    return click.option(
         "--log-level",
-        default="INFO",
+        default=default,
         show_default=True,
         type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
         help="Least severe log level printed (logs go to stderr).",
-    )(fn)
+    )
+
+
+def config_options(fn: F) -> F:
+    """``--config``, ``--db`` and logging options."""
+    fn = log_level_option("INFO")(fn)
     fn = click.option(
         "--db",
         "database",
