@@ -1,8 +1,8 @@
 """The HTML digest: one self-contained page, inline CSS, no scripts.
 
 Every piece of feed-supplied text is escaped; the only feed HTML shown (the
-summary of a new entry) goes through ``nh3`` with a short allow-list of tags,
-and links are kept only when they are http(s).
+summary of a new entry) goes through ``aggregator.sanitize.clean_html`` (nh3 with
+a short allow-list of tags), and links are kept only when they are http(s).
 """
 
 from __future__ import annotations
@@ -10,16 +10,10 @@ from __future__ import annotations
 import html
 from collections.abc import Iterator
 
-import nh3
-
 from aggregator.diff import render_html as diff_html
 from aggregator.diff import word_diff
 from aggregator.digest.model import Digest, Event, Story, counts_line, describe, short_time, window
-
-_TAGS = {
-    "a", "b", "strong", "i", "em", "p", "br", "ul", "ol", "li", "blockquote", "q", "cite",
-    "code", "pre", "sub", "sup", "s", "del", "ins", "h3", "h4", "h5", "h6",
-}  # fmt: skip
+from aggregator.sanitize import clean_html, safe_link
 
 _CSS = """
 body{font:16px/1.5 system-ui,-apple-system,Segoe UI,sans-serif;max-width:46rem;margin:2rem auto;
@@ -42,19 +36,12 @@ def esc(text: str | None) -> str:
 
 def safe_url(url: str) -> str | None:
     """``url`` when it is http(s), else ``None`` (no ``javascript:`` or ``data:`` links)."""
-    stripped = "".join(url.split()).lower()
-    return url.strip() if stripped.startswith(("http://", "https://")) else None
+    return safe_link(url) or None
 
 
 def sanitize(fragment: str) -> str:
-    """Feed HTML cut down to harmless formatting and http(s) links."""
-    return nh3.clean(
-        fragment,
-        tags=_TAGS,
-        attributes={"a": {"href", "title"}},
-        url_schemes={"http", "https"},
-        clean_content_tags={"script", "style"},
-    )
+    """Feed HTML cut down to harmless formatting and http(s) links (``clean_html``)."""
+    return clean_html(fragment)
 
 
 def render_page(digest: Digest, *, title: str = "aggregator digest") -> str:
