@@ -337,6 +337,47 @@ class DigestConfig(_Strict):
         return value
 
 
+class ServeConfig(_Strict):
+    """``[serve]``: the read-only web view (``aggregator serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    #: Required to bind anywhere but loopback (unless ``behind_proxy``). Sent as
+    #: ``Authorization: Bearer ...`` or once as ``?token=...`` (which sets a cookie).
+    token: SecretStr | None = None
+    #: An environment variable holding the token instead (read at load).
+    token_env: str | None = None
+    #: A reverse proxy in front authenticates and forwards (``X-Forwarded-*`` trusted
+    #: from ``forwarded_allow_ips``): a non-loopback bind is then allowed without a token.
+    behind_proxy: bool = False
+    forwarded_allow_ips: str = "127.0.0.1"
+    #: The path the proxy serves the app under, e.g. ``/news`` (no trailing slash).
+    root_path: str = ""
+    #: Seconds between the live view's checks for new changes (one query for all clients).
+    live_interval: Duration = Field(default=1.0, gt=0)
+
+    @field_validator("root_path")
+    @classmethod
+    def _root_path(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith("/"):
+            raise ValueError(f"must start with / (e.g. /news), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _token_from_env(self) -> ServeConfig:
+        if self.token_env:
+            if self.token is not None:
+                raise ValueError("give token or token_env, not both")
+            value = os.environ.get(self.token_env)
+            if not value:
+                raise ValueError(f"token_env: environment variable {self.token_env} is not set")
+            object.__setattr__(self, "token", SecretStr(value))
+        if self.token is not None and len(self.token.get_secret_value()) < 16:
+            raise ValueError("token: use at least 16 characters (e.g. `openssl rand -hex 16`)")
+        return self
+
+
 class Config(_Strict):
     """The whole configuration file."""
 
@@ -351,6 +392,7 @@ class Config(_Strict):
     notify: NotifyConfig = Field(default_factory=NotifyConfig)
     sinks: list[SinkConfig] = Field(default_factory=list)
     digests: list[DigestConfig] = Field(default_factory=list)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     path: str = ""  # where it was read from (set by load)
 
     def source(self, name: str) -> SourceConfig:
