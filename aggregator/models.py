@@ -72,6 +72,11 @@ class Known:
     removed: bool
     position: int | None
     published: str | None
+    #: When a parsed poll last listed it (``entries.last_seen_at``); rekeying only
+    #: considers entries the previous listing had.
+    last_seen: str | None = None
+    #: Keys it had before a rekey (``entry_keys``), oldest first.
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +84,10 @@ class Change:
     """One detected event for one entry.
 
     Attributes:
-        kind: ``new``, ``changed``, ``removed`` or ``restored``.
-        key: the entry's key within its source.
+        kind: ``new``, ``changed``, ``removed``, ``restored`` or ``moved`` (the
+            entry is listed under a new key: see ``aggregator.rekey``).
+        key: the entry's key within its source (for ``moved``, the new key;
+            ``previous.key`` is the old one).
         fields: the tracked fields that differ from the previous version.
         edit: for text edits, ``appended`` (text only added at the end),
             ``edited`` (text rewritten) or ``None``.

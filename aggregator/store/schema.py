@@ -7,6 +7,8 @@ Every column is documented in README.md ("The database").
 
 from __future__ import annotations
 
+import sqlite3
+
 from sqlite_utils import Database, Migrations
 
 migrations = Migrations("aggregator")
@@ -359,3 +361,82 @@ def _fetch_timing(db: Database) -> None:
     """``fetches.queued_ms`` and ``fetches.parse_ms``: where a poll's time went."""
     for statement in _FETCH_TIMING:
         db.execute(statement)
+
+
+_STORY_KEYS = [
+    # every key an entry has had within its source: the current one (replaced_at NULL)
+    # and the ones a rekey replaced, so a story is found by an old key or URL
+    """
+    CREATE TABLE entry_keys (
+        id INTEGER PRIMARY KEY,
+        entry_id INTEGER NOT NULL REFERENCES entries(id),
+        source_id INTEGER NOT NULL REFERENCES sources(id),
+        key TEXT NOT NULL,
+        url TEXT,
+        first_seen_at TEXT NOT NULL,
+        replaced_at TEXT,
+        UNIQUE (source_id, key)
+    )
+    """,
+    "CREATE INDEX idx_entry_keys_entry ON entry_keys (entry_id)",
+    "CREATE INDEX idx_entry_keys_key ON entry_keys (key)",
+    "CREATE INDEX idx_entry_keys_url ON entry_keys (url)",
+    "INSERT INTO entry_keys (entry_id, source_id, key, url, first_seen_at)"
+    " SELECT id, source_id, key, url, first_seen_at FROM entries ORDER BY id",
+    # changes.kind gains 'moved' (a CHECK constraint is only changed by rebuilding the
+    # table: SQLite's documented new table, copy, drop, rename), plus the keys of a move
+    "DROP VIEW change_log",
+    "DROP VIEW headline_history",
+    """
+    CREATE TABLE changes_new (
+        id INTEGER PRIMARY KEY,
+        source_id INTEGER NOT NULL REFERENCES sources(id),
+        entry_id INTEGER NOT NULL REFERENCES entries(id),
+        kind TEXT NOT NULL
+            CHECK (kind IN ('new', 'changed', 'removed', 'restored', 'moved')),
+        fields TEXT NOT NULL DEFAULT '[]',
+        edit TEXT,
+        old_version_id INTEGER REFERENCES versions(id),
+        new_version_id INTEGER REFERENCES versions(id),
+        detected_at TEXT NOT NULL,
+        fetch_id INTEGER REFERENCES fetches(id),
+        old_key TEXT,
+        new_key TEXT
+    )
+    """,
+    "INSERT INTO changes_new (id, source_id, entry_id, kind, fields, edit, old_version_id,"
+    " new_version_id, detected_at, fetch_id) SELECT id, source_id, entry_id, kind, fields,"
+    " edit, old_version_id, new_version_id, detected_at, fetch_id FROM changes ORDER BY id",
+    "DROP TABLE changes",
+    "ALTER TABLE changes_new RENAME TO changes",
+    "CREATE INDEX idx_changes_detected ON changes (detected_at)",
+    "CREATE INDEX idx_changes_entry ON changes (entry_id, detected_at)",
+    "CREATE INDEX idx_changes_source ON changes (source_id, detected_at)",
+    # the views exactly as 0003 made them
+    *[s for s in _SEARCH_AND_VIEWS if s.strip().startswith("CREATE VIEW")],
+]
+
+
+@migrations(name="0007_story_keys", transactional=False)
+def _story_keys(db: Database) -> None:
+    """``entry_keys``, and ``changes`` rebuilt for ``kind = 'moved'`` with ``old_key``/``new_key``.
+
+    Foreign keys must be off while ``changes`` is replaced (``outbox`` refers to it),
+    and that pragma does nothing inside a transaction: so this migration runs its own
+    transaction, checks the foreign keys before committing, and is a no-op if a crash
+    came after its commit but before sqlite-utils recorded it.
+    """
+    if db["entry_keys"].exists():
+        return
+    enforced = db.execute("PRAGMA foreign_keys").fetchone()[0]
+    db.execute("PRAGMA foreign_keys = OFF")
+    try:
+        with db.atomic():
+            for statement in _STORY_KEYS:
+                db.execute(statement)
+            broken = db.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise sqlite3.IntegrityError(f"foreign keys broken by 0007_story_keys: {broken}")
+    finally:
+        if enforced:
+            db.execute("PRAGMA foreign_keys = ON")
