@@ -233,6 +233,9 @@ class Reader:
         if term.isdigit():
             steps.append(("e.id = ?", [int(term)]))
         steps.append(("e.key = ? OR e.url = ?", [term, term]))
+        # a key or URL the entry had before it moved (entry_keys)
+        alias = "e.id IN (SELECT entry_id FROM entry_keys WHERE key = ? OR url = ?)"
+        steps.append((alias, [term, term]))
         steps.append(("s.name = ?", [term]))  # a page source's one entry, or its entries listed
         prefix = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         steps.append(("e.key LIKE ? ESCAPE '\\' OR e.url LIKE ? ESCAPE '\\'", [prefix, prefix]))
