@@ -1,0 +1,148 @@
+"""``aggregator serve``: read the history in a browser (read-only, live)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+
+import click
+import structlog
+
+from aggregator import config as config_mod
+from aggregator import log
+from aggregator.cli.common import fail, handles_errors, log_level_option, reader_options
+from aggregator.config import Config
+from aggregator.errors import ConfigError
+from aggregator.store.queries import Reader
+
+TOKEN_ENV = "AGGREGATOR_SERVE_TOKEN"  # noqa: S105 - the variable's name, not a token
+
+
+def _config(config_path: str | None) -> Config | None:
+    try:
+        return config_mod.load(config_mod.find_config(config_path))
+    except config_mod.NoConfigFound:
+        return None
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+        raise  # unreachable
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host``:``port`` (0: any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+@click.command("serve")
+@reader_options
+@click.option("--host", default=None, help="Address to listen on.  [default: 127.0.0.1]")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="[default: 8080]")
+@click.option(
+    "--behind-proxy",
+    is_flag=True,
+    default=None,
+    help="A reverse proxy in front authenticates (allows a non-loopback --host without a"
+    " token; trusts its X-Forwarded-* headers).",
+)
+@click.option("--root-path", default=None, help="Path prefix the proxy serves this under.")
+@log_level_option("INFO")
+@handles_errors
+def serve_command(
+    config_path: str | None,
+    database: str | None,
+    host: str | None,
+    port: int | None,
+    behind_proxy: bool | None,
+    root_path: str | None,
+    log_level: str,
+) -> None:
+    """Read the history in a browser: changes, stories, sources, search, live.
+
+    Read-only: it opens the database read-only and is safe while `aggregator run`
+    writes. Listens on 127.0.0.1:8080 unless told otherwise; a non-loopback
+    --host needs a token ([serve] token or token_env, or $AGGREGATOR_SERVE_TOKEN)
+    or --behind-proxy.
+    """
+    import uvicorn
+
+    from aggregator.web import Settings, create_app
+
+    log.configure(level=log_level)
+    config = _config(config_path)
+    serve = (config or Config()).serve
+    path = database or (config.storage.database if config else config_mod.default_database())
+    host = host or serve.host
+    port = serve.port if port is None else port
+    proxy = serve.behind_proxy if behind_proxy is None else behind_proxy
+    root = (serve.root_path if root_path is None else root_path).rstrip("/")
+    token = serve.token.get_secret_value() if serve.token else os.environ.get(TOKEN_ENV) or None
+    if not is_loopback(host) and not token and not proxy:
+        fail(
+            f"refusing to serve the history on {host} without a token: set [serve] token"
+            f" (or token_env, or ${TOKEN_ENV}), or put a reverse proxy that authenticates"
+            " in front and pass --behind-proxy (README: 'Read the history in a browser')",
+            code=2,
+        )
+    Reader.open(path).close()  # exists, is ours, migrated forward
+    tags: dict[str, list[str]] = {}
+    for source in config.sources if config else []:
+        for tag in source.tags:
+            tags.setdefault(tag, []).append(source.name)
+    settings = Settings(
+        database=str(path),
+        root_path=root,
+        token=token,
+        check_host=not token and not proxy,
+        live_interval=serve.live_interval,
+        tags=tags,
+    )
+    sock = bind(host, port)
+    bound = sock.getsockname()[1]
+    shown = f"[{host.strip('[]')}]" if ":" in host else host
+    url = f"http://{shown}:{bound}{root}/"
+    structlog.get_logger("aggregator.web").info(
+        "serve.started",
+        url=url,
+        database=str(path),
+        auth="token" if token else "proxy" if proxy else "loopback",
+    )
+    click.echo(f"Serving {path} read-only on {url}  (Ctrl-C to stop)", err=True)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=proxy,
+            forwarded_allow_ips=serve.forwarded_allow_ips if proxy else None,
+            root_path=root,
+            timeout_graceful_shutdown=3,
+            lifespan="on",
+        )
+    )
+    server.run(sockets=[sock])
+    structlog.get_logger("aggregator.web").info("serve.stopped")
+
+
+COMMANDS = [serve_command]

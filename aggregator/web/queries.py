@@ -1,0 +1,302 @@
+"""The web view's reads: keyset-paginated changes, one story, sources, all on one ``Reader``.
+
+Every query is shaped for a large history (1,000,000 versions): lists are keyset-paginated
+by id (``id < before ORDER BY id DESC LIMIT n``), never ``OFFSET``; counts come from
+``entries.version_count``, not from scanning ``versions``. Rows become the store's own
+``ChangeRow``/``VersionRow``, so the digest's model renders them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aggregator.store.queries import ChangeRow, Reader, VersionRow
+
+VERSION_COLUMNS = (
+    "id, entry_id, version, title, link, author, summary, content, summary_text,"
+    " content_text, seen_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeFilter:
+    """Which changes a list, feed or live stream shows (empty: all)."""
+
+    source_ids: tuple[int, ...] = ()
+    kind: str = ""
+    since: str = ""  # database time; changes detected at or after it
+    entry_id: int | None = None
+
+    def matches(self, row: ChangeRow, source_id: int) -> bool:
+        """True when ``row`` (of source ``source_id``) passes this filter (``since`` aside)."""
+        return (
+            (not self.source_ids or source_id in self.source_ids)
+            and (not self.kind or row.kind == self.kind)
+            and (self.entry_id is None or row.entry_id == self.entry_id)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One entry (a story, a live blog's post or its page) with its source."""
+
+    id: int
+    source_id: int
+    source: str
+    source_kind: str
+    key: str
+    url: str
+    title: str
+    version_count: int
+    first_seen_at: str
+    last_seen_at: str
+    removed_at: str | None
+
+
+@dataclass(slots=True)
+class StoryData:
+    """An entry, all its versions (oldest first) and all its changes (oldest first)."""
+
+    entry: Entry
+    versions: list[VersionRow]
+    changes: list[ChangeRow]
+    posts: list[tuple[Entry, list[ChangeRow]]] = field(default_factory=list)
+
+
+def rows(reader: Reader, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """The rows of ``sql`` as dicts."""
+    cursor = reader.db.execute(sql, list(params))
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
+def max_change_id(reader: Reader) -> int:
+    """The id of the newest change (0 when there is none): one index lookup."""
+    row = reader.db.execute("SELECT max(id) FROM changes").fetchone()
+    return int(row[0] or 0)
+
+
+def source_ids(reader: Reader, names: Iterable[str]) -> dict[str, int]:
+    """Source ids by name, for the names that exist."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+    found = rows(reader, f"SELECT id, name FROM sources WHERE name IN ({_marks(wanted)})", wanted)
+    return {r["name"]: r["id"] for r in found}
+
+
+def source_names(reader: Reader) -> list[str]:
+    """Every source's name, sorted."""
+    return [r["name"] for r in rows(reader, "SELECT name FROM sources ORDER BY name")]
+
+
+def changes(
+    reader: Reader, filt: ChangeFilter, *, before: int | None = None, limit: int = 50
+) -> list[tuple[ChangeRow, int]]:
+    """Up to ``limit`` changes passing ``filt``, newest first, with ids below ``before``.
+
+    Returns ``(change, source id)`` pairs.
+    """
+    where, params = ["1"], []
+    if before is not None:
+        where.append("c.id < ?")
+        params.append(before)
+    if filt.source_ids:
+        where.append(f"c.source_id IN ({_marks(filt.source_ids)})")
+        params += list(filt.source_ids)
+    if filt.kind:
+        where.append("c.kind = ?")
+        params.append(filt.kind)
+    if filt.since:
+        where.append("c.detected_at >= ?")
+        params.append(filt.since)
+    if filt.entry_id is not None:
+        where.append("c.entry_id = ?")
+        params.append(filt.entry_id)
+    found = rows(
+        reader,
+        f"SELECT c.* FROM changes c WHERE {' AND '.join(where)} ORDER BY c.id DESC LIMIT ?",
+        [*params, limit],
+    )
+    return _change_rows(reader, found)
+
+
+def changes_after(reader: Reader, after: int, *, limit: int = 200) -> list[tuple[ChangeRow, int]]:
+    """The changes with ids above ``after``, oldest first (at most ``limit``)."""
+    found = rows(reader, "SELECT * FROM changes WHERE id > ? ORDER BY id LIMIT ?", [after, limit])
+    return _change_rows(reader, found)
+
+
+def _change_rows(reader: Reader, found: list[dict[str, Any]]) -> list[tuple[ChangeRow, int]]:
+    """``changes`` rows joined in Python with their entries, sources and versions."""
+    if not found:
+        return []
+    entries = entries_by_id(reader, {r["entry_id"] for r in found})
+    ids = {r[k] for r in found for k in ("old_version_id", "new_version_id") if r[k]}
+    versions = versions_by_id(reader, ids)
+    out = []
+    for r in found:
+        entry = entries[r["entry_id"]]
+        out.append((change_row(r, entry, versions), r["source_id"]))
+    return out
+
+
+def change_row(r: dict[str, Any], entry: Entry, versions: dict[int, VersionRow]) -> ChangeRow:
+    """A ``changes`` row as the store's ``ChangeRow`` (the ``change_log`` view's columns)."""
+    old, new = versions.get(r["old_version_id"]), versions.get(r["new_version_id"])
+    return ChangeRow(
+        id=r["id"],
+        detected_at=r["detected_at"],
+        source=entry.source,
+        kind=r["kind"],
+        fields=tuple(json.loads(r["fields"] or "[]")),
+        edit=r["edit"],
+        entry_id=entry.id,
+        entry_key=entry.key,
+        url=(new.link if new else "") or (old.link if old else "") or entry.url,
+        current_title=entry.title,
+        old=old,
+        new=new,
+    )
+
+
+_ENTRY_SQL = (
+    "SELECT e.id, e.source_id, s.name AS source, s.kind AS source_kind, e.key, e.url,"
+    " e.title, e.version_count, e.first_seen_at, e.last_seen_at, e.removed_at"
+    " FROM entries e JOIN sources s ON s.id = e.source_id"
+)
+
+
+def _entry(r: dict[str, Any]) -> Entry:
+    return Entry(**{**r, "url": r["url"] or "", "title": r["title"] or ""})
+
+
+def entries_by_id(reader: Reader, ids: Iterable[int]) -> dict[int, Entry]:
+    """Entries by id."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    found = rows(reader, f"{_ENTRY_SQL} WHERE e.id IN ({_marks(wanted)})", wanted)
+    return {r["id"]: _entry(r) for r in found}
+
+
+def versions_by_id(reader: Reader, ids: Iterable[int]) -> dict[int, VersionRow]:
+    """Versions by id."""
+    wanted = sorted(set(ids))
+    found: dict[int, VersionRow] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        sql = f"SELECT {VERSION_COLUMNS} FROM versions WHERE id IN ({_marks(chunk)})"
+        for r in rows(reader, sql, chunk):
+            found[r["id"]] = version_row(r)
+    return found
+
+
+def version_row(r: dict[str, Any]) -> VersionRow:
+    """A ``versions`` row; NULL text is ``""``."""
+    return VersionRow(**{k: ("" if v is None and k != "id" else v) for k, v in r.items()})
+
+
+def story(reader: Reader, entry_id: int, *, max_posts: int = 100) -> StoryData | None:
+    """One entry with every version and change; a live blog's page also gets its posts."""
+    entry = entries_by_id(reader, [entry_id]).get(entry_id)
+    if entry is None:
+        return None
+    found = rows(
+        reader,
+        f"SELECT {VERSION_COLUMNS} FROM versions WHERE entry_id = ? ORDER BY version",
+        [entry_id],
+    )
+    versions = [version_row(r) for r in found]
+    by_id = {v.id: v for v in versions}
+    change_rows = rows(reader, "SELECT * FROM changes WHERE entry_id = ? ORDER BY id", [entry_id])
+    data = StoryData(entry, versions, [change_row(r, entry, by_id) for r in change_rows])
+    if entry.source_kind == "liveblog" and entry.key == "page":
+        data.posts = _posts(reader, entry, max_posts)
+    return data
+
+
+def _posts(reader: Reader, page: Entry, limit: int) -> list[tuple[Entry, list[ChangeRow]]]:
+    """A live blog's posts (newest first), each with its changes (oldest first)."""
+    found = rows(
+        reader,
+        f"{_ENTRY_SQL} WHERE e.source_id = ? AND e.id != ? ORDER BY e.id DESC LIMIT ?",
+        [page.source_id, page.id, limit],
+    )
+    posts = [_entry(r) for r in found]
+    if not posts:
+        return []
+    ids = [p.id for p in posts]
+    change_rows = rows(
+        reader, f"SELECT * FROM changes WHERE entry_id IN ({_marks(ids)}) ORDER BY id", ids
+    )
+    version_ids = {r[k] for r in change_rows for k in ("old_version_id", "new_version_id") if r[k]}
+    versions = versions_by_id(reader, version_ids)
+    by_entry: dict[int, list[ChangeRow]] = {p.id: [] for p in posts}
+    entries = {p.id: p for p in posts}
+    for r in change_rows:
+        by_entry[r["entry_id"]].append(change_row(r, entries[r["entry_id"]], versions))
+    return [(p, by_entry[p.id]) for p in posts]
+
+
+def version_pair(
+    reader: Reader, entry_id: int, number: int
+) -> tuple[VersionRow | None, VersionRow | None]:
+    """Version ``number`` of an entry and the one before it (either may be ``None``)."""
+    found = rows(
+        reader,
+        f"SELECT {VERSION_COLUMNS} FROM versions WHERE entry_id = ? AND version IN (?, ?)",
+        [entry_id, number - 1, number],
+    )
+    by_number = {r["version"]: version_row(r) for r in found}
+    return by_number.get(number), by_number.get(number - 1)
+
+
+def sources(reader: Reader) -> list[dict[str, Any]]:
+    """Each source's health, with its entry and version counts (from ``entries``)."""
+    found = rows(
+        reader,
+        "SELECT s.id, s.name, s.kind, s.url, s.config_url, s.title, s.active,"
+        " s.interval_seconds, s.interval_now_seconds, s.last_fetch_at, s.last_success_at,"
+        " s.last_change_at, s.last_error, s.last_error_at, s.consecutive_failures,"
+        " s.next_check_at, s.schedule_reason, s.moved_from, s.moved_at, s.gone_at, s.gone_url,"
+        " (SELECT f.status FROM fetches f WHERE f.source_id = s.id"
+        "  ORDER BY f.started_at DESC LIMIT 1) AS last_status"
+        " FROM sources s ORDER BY s.name",
+    )
+    counts = {
+        r["source_id"]: r
+        for r in rows(
+            reader,
+            "SELECT source_id, count(*) AS entries, sum(version_count) AS versions"
+            " FROM entries GROUP BY source_id",
+        )
+    }
+    for r in found:
+        c = counts.get(r["id"], {})
+        r["entries"], r["versions"] = c.get("entries", 0), c.get("versions", 0) or 0
+    return found
+
+
+def sources_named(reader: Reader, name: str) -> list[dict[str, Any]]:
+    """The source called ``name`` (a list of at most one row)."""
+    return rows(reader, "SELECT * FROM sources WHERE name = ?", [name])
+
+
+def source_entries(
+    reader: Reader, source_id: int, *, before: int | None = None, limit: int = 50
+) -> list[Entry]:
+    """A source's entries, newest first seen first, with ids below ``before``."""
+    where, params = "e.source_id = ?", [source_id]
+    if before is not None:
+        where += " AND e.id < ?"
+        params.append(before)
+    found = rows(reader, f"{_ENTRY_SQL} WHERE {where} ORDER BY e.id DESC LIMIT ?", [*params, limit])
+    return [_entry(r) for r in found]
