@@ -15,15 +15,23 @@ Removal policy (``removals`` option of a source):
 
 A response that was not read completely (truncated XML, a failed parse)
 never removes anything.
+
+Rekeying (``rekey`` option of a source, ``auto`` by default): an entry the
+previous listing had that is missing now, and an entry listed for the first
+time, that are the same story (rules in ``aggregator.rekey``) give one
+``moved`` change (fields ``key`` plus what else changed) instead of a removal
+or silence plus ``new``. ``off`` keeps them apart. Only complete listings rekey.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from aggregator.models import TRACKED_FIELDS, Change, Known, Snapshot
+from aggregator.rekey import Link, find_links
 
 REMOVAL_POLICIES = ("window", "all", "never")
+REKEY_POLICIES = ("auto", "off")
 TEXT_FIELDS = ("summary", "content")
 
 
@@ -33,6 +41,7 @@ def detect(
     *,
     removals: str = "window",
     complete: bool = True,
+    rekey: str = "auto",
 ) -> list[Change]:
     """Compare the current listing with what the store knows.
 
@@ -40,15 +49,46 @@ def detect(
         known: the store's entries for this source, by key.
         snapshots: the items just read, in the publisher's order.
         removals: the source's removal policy (see module docstring).
-        complete: False when the listing may be partial; nothing is removed then.
+        complete: False when the listing may be partial; nothing is removed or rekeyed then.
+        rekey: ``auto`` links a story listed under a new key to its entry; ``off`` does not.
 
     Returns:
         One ``Change`` per event, listing order first, then removals.
     """
-    changes = [c for s in snapshots if (c := _compare(known.get(s.item.key), s)) is not None]
+    links = _links(known, snapshots) if complete and rekey == "auto" else {}
+    changes = [c for s in snapshots if (c := _change(known, links, s)) is not None]
     if complete and snapshots and removals != "never":
-        changes.extend(_removals(known, snapshots, everything=removals == "all"))
+        moved = {link.old.key for link in links.values()}
+        changes.extend(_removals(known, snapshots, everything=removals == "all", moved=moved))
     return changes
+
+
+def _links(known: Mapping[str, Known], snapshots: Sequence[Snapshot]) -> dict[str, Link]:
+    """Rekey links by new key: entries of the previous listing missing now, to fresh items."""
+    present = {s.item.key for s in snapshots}
+    fresh = [s for s in snapshots if s.item.key not in known]
+    gone = [k for k in known.values() if k.key not in present and not k.removed]
+    if not fresh or not gone:
+        return {}
+    last = max((k.last_seen for k in known.values() if k.last_seen), default=None)
+    missing = [k for k in gone if k.last_seen is not None and k.last_seen == last]
+    links = find_links(missing, fresh, stored=known.values(), listed=snapshots)
+    return {link.new.item.key: link for link in links}
+
+
+def _change(
+    known: Mapping[str, Known], links: Mapping[str, Link], current: Snapshot
+) -> Change | None:
+    link = links.get(current.item.key)
+    return _moved(link) if link else _compare(known.get(current.item.key), current)
+
+
+def _moved(link: Link) -> Change:
+    """The change of an entry now listed under a new key."""
+    before, current = link.old, link.new
+    fields = ("key", *changed_fields(before.texts, current.texts))
+    edit = classify_edit(before.texts, current.texts, fields)
+    return Change("moved", current.item.key, fields, edit, current, before)
 
 
 def _compare(previous: Known | None, current: Snapshot) -> Change | None:
@@ -112,9 +152,13 @@ def is_pure_addition(old: str, new: str) -> bool:
 
 
 def _removals(
-    known: Mapping[str, Known], snapshots: Sequence[Snapshot], *, everything: bool
+    known: Mapping[str, Known],
+    snapshots: Sequence[Snapshot],
+    *,
+    everything: bool,
+    moved: Collection[str] = (),
 ) -> list[Change]:
-    present = {s.item.key for s in snapshots}
+    present = {s.item.key for s in snapshots} | moved
     missing = [k for k in known.values() if k.key not in present and not k.removed]
     if not everything:
         still = [known[key] for key in present if key in known]

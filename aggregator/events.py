@@ -32,6 +32,9 @@ def change_event(
 ) -> dict[str, Any]:
     """The event for one detected change.
 
+    A ``moved`` change (the story is listed under a new key) also carries
+    ``moved: {from: {key, url}, to: {key, url}}``; ``entry.key`` is the new key.
+
     Args:
         change: the detected change.
         source: ``name``, ``url`` and ``kind`` of the source.
@@ -44,7 +47,7 @@ def change_event(
     link = change.snapshot.item.link if change.snapshot else ""
     # tracking parameters removed (the compared link), but a post's #anchor kept
     url = canonical_url(link, keep_fragment=True) if "#" in link else after.get("link", "")
-    return {
+    event = {
         "id": new_event_id(),
         "type": "change",
         "kind": change.kind,
@@ -59,6 +62,12 @@ def change_event(
         "version": {"before": versions[0], "after": versions[1]},
         "detected_at": detected_at,
     }
+    if change.kind == "moved" and change.previous is not None:
+        event["moved"] = {
+            "from": {"key": change.previous.key, "url": before.get("link", "")},
+            "to": {"key": change.key, "url": url},
+        }
+    return event
 
 
 def text_diff(before: dict[str, str], after: dict[str, str], fields: tuple[str, ...]) -> str:
@@ -109,17 +118,25 @@ def fold_events(events: list[dict[str, Any]]) -> dict[str, Any]:
     The result is a ``change`` event whose ``id`` is derived from the folded
     ids (so a re-delivery carries the same id), ``folded`` lists those ids,
     ``title``/``version`` span first-before to last-after, ``fields`` is the
-    union and ``diff`` joins the diffs.
+    union and ``diff`` joins the diffs. A story that moved (and was not new
+    in the batch) stays ``moved``, from the first old key to the last new one.
     """
     if len(events) == 1:
         return events[0]
     first, last = events[0], events[-1]
     ids = [e["id"] for e in events]
     fields = list(dict.fromkeys(f for e in events for f in e.get("fields", [])))
+    kind = "new" if first.get("kind") == "new" else last.get("kind")
+    moves = [e["moved"] for e in events if e.get("moved")]
+    extra: dict[str, Any] = {}
+    if moves and kind != "new":
+        kind = "moved"
+        extra["moved"] = {"from": moves[0]["from"], "to": moves[-1]["to"]}
     return {
         **last,
+        **extra,
         "id": hashlib.sha256(".".join(ids).encode()).hexdigest()[:32],
-        "kind": "new" if first.get("kind") == "new" else last.get("kind"),
+        "kind": kind,
         "title": {"before": first["title"]["before"], "after": last["title"]["after"]},
         "fields": fields,
         "diff": "\n…\n".join(e["diff"] for e in events if e.get("diff")),

@@ -33,6 +33,11 @@ from aggregator.store.thread import StoreThread
 
 log = structlog.get_logger("aggregator.pipeline")
 
+#: Polls past their fetch (a body held, parsed or being written) at most, per
+#: fetch slot and parse worker: what bounds memory when parsing or the single
+#: SQLite writer is slower than the network (a cold poll of 10,000 feeds).
+IN_FLIGHT_PER_SLOT = 4
+
 
 @dataclass(slots=True)
 class PollResult:
@@ -75,6 +80,8 @@ class Pipeline:
         #: The publisher's last ``<ttl>`` and ``<skipHours>`` per source, so they still
         #: apply after polls that parse nothing (304, identical body).
         self.hints: dict[str, tuple[int | None, frozenset[int]]] = {}
+        slots = config.fetch.concurrency + config.parse.workers
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT_PER_SLOT * slots)
 
     async def sync(self) -> dict[str, int]:
         """Register the configured sources in the database."""
@@ -95,7 +102,8 @@ class Pipeline:
         """Poll one source and record the result; never raises for the source's failures."""
         with structlog.contextvars.bound_contextvars(source=source.name):
             try:
-                result = await self._poll(source)
+                async with self._in_flight:
+                    result = await self._poll(source)
                 result.ttl_seconds, result.skip_hours = self.hints.get(
                     source.name, (None, frozenset())
                 )
@@ -179,7 +187,11 @@ class Pipeline:
         store: Store = self.store.store
         parsed, snapshots = output.parsed, output.snapshots
         changes = detect(
-            store.known(source_id), snapshots, removals=source.removals, complete=parsed.complete
+            store.known(source_id),
+            snapshots,
+            removals=source.removals,
+            complete=parsed.complete,
+            rekey=source.rekey,
         )
         record.outcome = "changed" if changes else "unchanged"
         store.record_poll(source_id, record, parsed, snapshots, changes)

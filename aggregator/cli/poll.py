@@ -77,6 +77,7 @@ def summarise(results: list[PollResult]) -> str:
     failed = [r for r in results if not r.ok]
     parts = [f"{len(results)} sources polled", f"{len(failed)} failed"]
     parts += [f"{counts[k]} {k}" for k in ("new", "changed", "removed", "restored")]
+    parts += [f"{counts['moved']} moved"] if counts["moved"] else []
     lines = [", ".join(parts)]
     lines += [f"  failed: {r.source}: {r.error}" for r in failed]
     return "\n".join(lines)

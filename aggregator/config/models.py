@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from aggregator.detect import REMOVAL_POLICIES
+from aggregator.detect import REKEY_POLICIES, REMOVAL_POLICIES
 from aggregator.timeutil import parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -37,7 +37,8 @@ _RESERVED_HEADERS = frozenset(
 )
 
 EVENT_KINDS = (
-    "new", "changed", "removed", "restored", "source.failing", "source.recovered", "digest",
+    "new", "changed", "removed", "restored", "moved", "source.failing", "source.recovered",
+    "digest",
 )  # fmt: skip
 
 DEFAULT_USER_AGENT = (
@@ -63,6 +64,9 @@ class StorageConfig(_Strict):
 
     database: str = Field(default_factory=lambda: default_database())
     keep_fetches: Duration = 90 * 86400.0
+    #: Delivered events' payloads, deliveries and attempts older than this are pruned
+    #: (an event a sink has not delivered yet is never pruned).
+    keep_events: Duration = 3 * 86400.0
 
 
 class FetchConfig(_Strict):
@@ -137,6 +141,8 @@ class SourceConfig(BaseModel):
     kind: str = "feed"
     interval: Duration = 900.0
     removals: str = "window"
+    #: ``auto``: a story listed under a new key (fixed slug, new guid) stays one entry.
+    rekey: str = "auto"
     ignore: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     enabled: bool = True
@@ -160,6 +166,13 @@ class SourceConfig(BaseModel):
     def _removals(cls, value: str) -> str:
         if value not in REMOVAL_POLICIES:
             raise ValueError(f"must be one of {', '.join(REMOVAL_POLICIES)}, got {value!r}")
+        return value
+
+    @field_validator("rekey")
+    @classmethod
+    def _rekey(cls, value: str) -> str:
+        if value not in REKEY_POLICIES:
+            raise ValueError(f"must be one of {', '.join(REKEY_POLICIES)}, got {value!r}")
         return value
 
     @field_validator("ignore")

@@ -4,8 +4,10 @@ Content filters (``keywords`` and ``regex`` search the titles before and
 after, the diff and the excerpt; ``headline_only``; ``min_words``) look at
 change events only; ``source.*`` and ``digest`` events pass them.
 ``sources`` and ``kinds`` apply to every event (``kinds`` names change kinds
-``new``/``changed``/``removed``/``restored`` or event types
-``source.failing``/``source.recovered``/``digest``). A digest that names its
+``new``/``changed``/``removed``/``restored``/``moved`` or event types
+``source.failing``/``source.recovered``/``digest``). A ``moved`` change (a
+story listed under a new key) is a kind of ``changed``: ``kinds`` naming
+``changed`` lets it through, and ``min_words`` applies to it. A digest that names its
 sink (``[[digests]] sink``) goes to that sink only, whatever its filters.
 """
 
@@ -40,7 +42,8 @@ class Filter:
         if self.config.sources and source.get("name") not in self.config.sources:
             return False
         kind = event.get("kind") if event.get("type") == "change" else event.get("type")
-        if self.config.kinds and kind not in self.config.kinds:
+        wanted = self.config.kinds
+        if wanted and kind not in wanted and not (kind == "moved" and "changed" in wanted):
             return False
         return event.get("type") != "change" or self._content(event)
 
@@ -50,7 +53,7 @@ class Filter:
             return False
         if (
             self.config.min_words
-            and event.get("kind") == "changed"
+            and event.get("kind") in ("changed", "moved")
             and event.get("words_changed", 0) < self.config.min_words
         ):
             return False

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-_KINDS = {"new": "New", "changed": "Changed", "removed": "Removed", "restored": "Restored"}
+_KINDS = {
+    "new": "New", "changed": "Changed", "removed": "Removed", "restored": "Restored",
+    "moved": "Moved",
+}  # fmt: skip
 
 
 def headline(event: dict[str, Any]) -> str:
@@ -43,6 +46,8 @@ def text(event: dict[str, Any]) -> str:
             lines.append(f"Was: {title['before']}")
         if url := event.get("entry", {}).get("url"):
             lines.append(url)
+        if moved := event.get("moved"):
+            lines.append(f"Moved from: {moved['from']['url'] or moved['from']['key']}")
         if fields := event.get("fields"):
             lines.append(f"Fields changed: {', '.join(fields)}")
         if diff := event.get("diff"):

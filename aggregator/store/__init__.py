@@ -199,15 +199,30 @@ class Store(DeliveryQueries):
         return dict(zip([c[0] for c in cur.description], row, strict=True))
 
     def known(self, source_id: int) -> dict[str, Known]:
-        """What is stored for each entry of the source, keyed by entry key."""
+        """What is stored for each entry of the source, keyed by its current entry key."""
         rows = self.db.execute(
             "SELECT e.id, e.key, e.removed_at, e.position, e.published_at, e.version_count,"
-            " v.title, v.link, v.author, v.summary_text, v.content_text, v.content_hash"
-            " FROM entries e LEFT JOIN versions v ON v.id = e.current_version_id"
+            " v.title, v.link, v.author, v.summary_text, v.content_text, v.content_hash,"
+            " e.last_seen_at FROM entries e LEFT JOIN versions v ON v.id = e.current_version_id"
             " WHERE e.source_id = ?",
             [source_id],
         ).fetchall()
-        return {row[1]: known_from_row(row) for row in rows}
+        aliases = self.aliases(source_id)
+        return {
+            row[1]: known_from_row(row, last_seen=row[12], aliases=aliases.get(row[0], ()))
+            for row in rows
+        }
+
+    def aliases(self, source_id: int) -> dict[int, tuple[str, ...]]:
+        """The keys a rekey replaced, by entry id, oldest first (``entry_keys``)."""
+        found: dict[int, tuple[str, ...]] = {}
+        for entry_id, key in self.db.execute(
+            "SELECT entry_id, key FROM entry_keys WHERE source_id = ? AND replaced_at IS NOT NULL"
+            " ORDER BY first_seen_at, id",
+            [source_id],
+        ):
+            found[entry_id] = (*found.get(entry_id, ()), key)
+        return found
 
     # -- writes ------------------------------------------------------------
 

@@ -36,6 +36,7 @@ class PollWriter:
         self.inserted: set[str] = set()
 
     def apply(self, change: Change) -> int:
+        keys: tuple[str | None, str | None] = (None, None)
         if change.kind == "new":
             entry_id = self._insert_entry(change)
             old, new = None, self._insert_version(entry_id, 1, change)
@@ -43,14 +44,18 @@ class PollWriter:
         else:
             assert change.previous is not None
             entry_id = change.previous.entry_id
+            if change.kind == "moved":
+                keys = (change.previous.key, change.key)
+                self._rekey(entry_id, change)
             old, new, numbers = self._update_entry(entry_id, change)
         self.entry_ids[change.key] = entry_id
         cur = self.db.execute(
             "INSERT INTO changes (source_id, entry_id, kind, fields, edit, old_version_id,"
-            " new_version_id, detected_at, fetch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " new_version_id, detected_at, fetch_id, old_key, new_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 self.source["id"], entry_id, change.kind, json.dumps(list(change.fields)),
-                change.edit, old, new, self.at, self.fetch_id,
+                change.edit, old, new, self.at, self.fetch_id, *keys,
             ],
         )  # fmt: skip
         change_id = int(cur.lastrowid or 0)
@@ -76,7 +81,31 @@ class PollWriter:
             ],
         )  # fmt: skip
         self.inserted.add(change.key)
-        return int(cur.lastrowid or 0)
+        entry_id = int(cur.lastrowid or 0)
+        self._add_key(entry_id, change.key, snap.texts["link"])
+        return entry_id
+
+    def _rekey(self, entry_id: int, change: Change) -> None:
+        """Make ``change.key`` the entry's key; its old key stays in ``entry_keys``."""
+        assert change.previous is not None and change.snapshot is not None
+        self.db.execute(
+            "UPDATE entry_keys SET replaced_at = ?, url = ? WHERE source_id = ? AND key = ?",
+            [self.at, change.previous.texts.get("link") or None, self.source["id"],
+             change.previous.key],
+        )  # fmt: skip
+        self.db.execute("UPDATE entries SET key = ? WHERE id = ?", [change.key, entry_id])
+        self._add_key(entry_id, change.key, change.snapshot.texts["link"])
+
+    def _add_key(self, entry_id: int, key: str, url: str) -> None:
+        """Record ``key`` as the entry's current key (taking it over if another entry had it)."""
+        self.db.execute(
+            "INSERT INTO entry_keys (entry_id, source_id, key, url, first_seen_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (source_id, key) DO UPDATE SET"
+            " first_seen_at = CASE WHEN entry_id = excluded.entry_id THEN first_seen_at"
+            " ELSE excluded.first_seen_at END,"
+            " entry_id = excluded.entry_id, url = excluded.url, replaced_at = NULL",
+            [entry_id, self.source["id"], key, url or None, self.at],
+        )
 
     def _update_entry(
         self, entry_id: int, change: Change
@@ -90,8 +119,8 @@ class PollWriter:
             return old_id, None, (count, None)
         if change.kind == "restored":
             self.db.execute("UPDATE entries SET removed_at = NULL WHERE id = ?", [entry_id])
-            if not change.fields:
-                return old_id, old_id, (count, count)
+        if change.kind in ("restored", "moved") and not set(change.fields) - {"key"}:
+            return old_id, old_id, (count, count)
         new_id = self._insert_version(entry_id, count + 1, change)
         return old_id, new_id, (count, count + 1)
 
@@ -137,10 +166,12 @@ INSERT_FETCH = (
 )
 
 
-def known_from_row(row: tuple[Any, ...]) -> Known:
-    """A ``Known`` from the ``Store.known`` query's row."""
+def known_from_row(
+    row: tuple[Any, ...], *, last_seen: str | None = None, aliases: tuple[str, ...] = ()
+) -> Known:
+    """A ``Known`` from the ``Store.known`` query's row (its first 12 columns)."""
     entry_id, key, removed_at, position, published, count = row[:6]
-    title, link, author, summary, content, content_hash = row[6:]
+    title, link, author, summary, content, content_hash = row[6:12]
     texts = {
         "title": title or "",
         "link": link or "",
@@ -157,6 +188,8 @@ def known_from_row(row: tuple[Any, ...]) -> Known:
         removed=removed_at is not None,
         position=position,
         published=published,
+        last_seen=last_seen,
+        aliases=aliases,
     )
 
 

@@ -1,0 +1,255 @@
+"""Rekeying: the same story listed under a new key (a fixed slug, a new guid). Pure, no I/O.
+
+Within one complete listing of one source, an entry the previous listing had
+that is missing now (``M``) and an entry listed for the first time (``N``) are
+one story moved to a new key when one of these rules holds:
+
+``alias``
+    ``N``'s key is a key ``M`` had before (a move undone).
+``headline``
+    Equal headlines (normalised: case, quotes, punctuation and spacing aside)
+    and text similarity >= ``HEADLINE_TEXT``; not when that headline is
+    recurring (another stored or listed entry of the source has it).
+``slug``
+    Links differ only in the last path segment (same host, same rest of
+    path, same query), headline similarity >= ``SLUG_TITLE`` and text
+    similarity >= ``SLUG_TEXT``; items with too little text to compare need
+    equal headlines and equal published times instead.
+``text``
+    Text similarity >= ``SAME_TEXT`` (whatever the headline), with at least
+    ``MIN_WORDS`` words on both sides.
+
+Text similarity is ``difflib``'s ratio over the words of summary and content
+(case and punctuation aside; the first ``MAX_WORDS``), needing ``MIN_WORDS``
+words on both sides; headline similarity is the same ratio over characters.
+Never linked: a pair whose published times (both known) are more than
+``MAX_PUBLISHED_GAP`` apart (a daily edition), headline equality alone, or a
+pair whose best score is tied with another candidate of either side within
+``TIE`` (ambiguous). Pairs are taken best score first, each entry once.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from difflib import SequenceMatcher
+from functools import cached_property
+from urllib.parse import urlsplit
+
+from aggregator.models import Known, Snapshot
+
+HEADLINE_TEXT = 0.8
+SLUG_TITLE = 0.6
+SLUG_TEXT = 0.5
+SAME_TEXT = 0.9
+MIN_WORDS = 8
+MAX_WORDS = 400
+MAX_PUBLISHED_GAP = 12 * 3600.0
+TIE = 0.02
+SHINGLE = 3
+
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """``old`` (missing) is listed again as ``new``, by ``rule`` with ``score``."""
+
+    old: Known
+    new: Snapshot
+    rule: str
+    score: float
+
+
+@dataclass
+class _Side:
+    """What the rules compare of one entry (stored or just listed)."""
+
+    key: str
+    texts: Mapping[str, str]
+    published: str | None
+    aliases: tuple[str, ...] = ()
+
+    @cached_property
+    def title(self) -> str:
+        return normal_title(self.texts.get("title", ""))
+
+    @cached_property
+    def words(self) -> list[str]:
+        text = f"{self.texts.get('summary', '')}\n{self.texts.get('content', '')}"
+        return _WORD.findall(text.casefold())[:MAX_WORDS]
+
+    @cached_property
+    def shingles(self) -> set[tuple[str, ...]]:
+        w = self.words
+        return {tuple(w[i : i + SHINGLE]) for i in range(max(len(w) - SHINGLE + 1, 0))}
+
+    @cached_property
+    def slot(self) -> tuple[str, str, str] | None:
+        """(host, path without its last segment, query) of the link; ``None`` if no slug."""
+        parts = urlsplit(self.texts.get("link", ""))
+        head, _, slug = parts.path.rstrip("/").rpartition("/")
+        if not parts.hostname or not slug:
+            return None
+        return (parts.hostname, head, parts.query)
+
+    @cached_property
+    def when(self) -> datetime | None:
+        return _moment(self.published)
+
+
+def normal_title(title: str) -> str:
+    """A headline compared loosely: case, quote style, punctuation and spacing aside."""
+    text = unicodedata.normalize("NFKC", title).translate(_QUOTES).casefold()
+    return " ".join(_WORD.findall(text))
+
+
+def text_similarity(a: Sequence[str], b: Sequence[str]) -> float | None:
+    """Word-level similarity of two texts (0..1); ``None`` when either is too short."""
+    if len(a) < MIN_WORDS or len(b) < MIN_WORDS:
+        return None
+    return SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def title_similarity(a: str, b: str) -> float:
+    """Character-level similarity of two normalised headlines (0..1)."""
+    if not a or not b:
+        return 0.0
+    return SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def find_links(
+    missing: Sequence[Known],
+    fresh: Sequence[Snapshot],
+    *,
+    stored: Iterable[Known] = (),
+    listed: Iterable[Snapshot] = (),
+) -> list[Link]:
+    """The one-to-one links between ``missing`` entries and ``fresh`` (never stored) items.
+
+    Args:
+        missing: entries the previous listing had and this one lacks (not removed).
+        fresh: items of this listing whose key is not stored.
+        stored: every stored entry of the source (to spot recurring headlines).
+        listed: every item of this listing (idem).
+    """
+    if not missing or not fresh:
+        return []
+    olds = [_Side(k.key, k.texts, k.published, k.aliases) for k in missing]
+    news = [_Side(s.item.key, s.texts, s.item.published) for s in fresh]
+    recurring = _recurring_titles(stored, listed)
+    scored: list[tuple[float, int, int, str]] = []
+    for i, j in _candidates(olds, news):
+        rule = _rule(olds[i], news[j], recurring)
+        if rule is not None:
+            scored.append((rule[0], i, j, rule[1]))
+    return [
+        Link(missing[i], fresh[j], rule, round(score, 3)) for score, i, j, rule in _match(scored)
+    ]
+
+
+def _recurring_titles(stored: Iterable[Known], listed: Iterable[Snapshot]) -> set[str]:
+    """Normalised headlines held by more than one stored entry or more than one listed item."""
+    recurring: set[str] = set()
+    for titles in (
+        [normal_title(k.texts.get("title", "")) for k in stored],
+        [normal_title(s.texts.get("title", "")) for s in listed],
+    ):
+        seen: set[str] = set()
+        for title in titles:
+            if title in seen:
+                recurring.add(title)
+            seen.add(title)
+    return recurring
+
+
+def _candidates(olds: Sequence[_Side], news: Sequence[_Side]) -> set[tuple[int, int]]:
+    """Pairs worth scoring: same alias, headline, link slot, or shared word shingles."""
+    by_alias: dict[str, list[int]] = defaultdict(list)
+    by_title: dict[str, list[int]] = defaultdict(list)
+    by_slot: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    by_shingle: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i, old in enumerate(olds):
+        for alias in old.aliases:
+            by_alias[alias].append(i)
+        if old.title:
+            by_title[old.title].append(i)
+        if old.slot is not None:
+            by_slot[old.slot].append(i)
+        for shingle in old.shingles:
+            by_shingle[shingle].append(i)
+    pairs: set[tuple[int, int]] = set()
+    for j, new in enumerate(news):
+        pairs.update((i, j) for i in by_alias.get(new.key, ()))
+        pairs.update((i, j) for i in by_title.get(new.title, ()))
+        if new.slot is not None:
+            pairs.update((i, j) for i in by_slot.get(new.slot, ()))
+        shared: dict[int, int] = defaultdict(int)
+        for shingle in new.shingles:
+            for i in by_shingle.get(shingle, ()):
+                shared[i] += 1
+        need = SAME_TEXT * 0.5 * len(new.shingles)  # far below what SAME_TEXT implies
+        pairs.update((i, j) for i, n in shared.items() if n >= need)
+    return pairs
+
+
+def _rule(old: _Side, new: _Side, recurring: set[str]) -> tuple[float, str] | None:
+    """(score, rule name) when ``old`` and ``new`` are one story, else ``None``."""
+    if new.key in old.aliases:
+        return 3.0, "alias"
+    if old.when and new.when and abs((old.when - new.when).total_seconds()) > MAX_PUBLISHED_GAP:
+        return None
+    text = text_similarity(old.words, new.words)
+    title = title_similarity(old.title, new.title)
+    score = title + (text or 0.0)
+    same_title = bool(old.title) and old.title == new.title
+    if same_title and old.title not in recurring and text is not None and text >= HEADLINE_TEXT:
+        return score, "headline"
+    if old.slot is not None and old.slot == new.slot and title >= SLUG_TITLE:
+        if text is not None and text >= SLUG_TEXT:
+            return score, "slug"
+        if text is None and same_title and old.when is not None and old.when == new.when:
+            return score + 1.0, "slug"
+    if text is not None and text >= SAME_TEXT:
+        return score, "text"
+    return None
+
+
+def _match(scored: list[tuple[float, int, int, str]]) -> list[tuple[float, int, int, str]]:
+    """Best pairs first, each side once; a pair tied with a rival of either side links nothing."""
+    scored.sort(key=lambda p: -p[0])
+    used_old: set[int] = set()
+    used_new: set[int] = set()
+    chosen = []
+    for score, i, j, rule in scored:
+        if i in used_old or j in used_new:
+            continue
+        rivals = [
+            p
+            for p in scored
+            if (p[1] == i) != (p[2] == j)
+            and p[1] not in used_old
+            and p[2] not in used_new
+            and p[0] >= score - TIE
+        ]
+        used_old.add(i)
+        used_new.add(j)
+        if rivals:  # ambiguous: neither side is linked
+            continue
+        chosen.append((score, i, j, rule))
+    return chosen
+
+
+def _moment(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
