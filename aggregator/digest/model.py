@@ -47,6 +47,8 @@ class Event:
     text: str = ""  # the story's text, for new entries
     summary_html: str = ""  # as published, for new entries (sanitise before use)
     edits: tuple[TextEdit, ...] = ()
+    moved_from: str = ""  # for ``moved``: the link under the old key
+    moved_to: str = ""  # and under the new one
 
     @property
     def retitled(self) -> bool:
@@ -149,6 +151,8 @@ def make_event(row: ChangeRow) -> Event:
     )
     if row.kind == "new" and new is not None:
         return replace(event, text=plain(_main_text(new)), summary_html=new.summary or new.content)
+    if row.kind == "moved" and old is not None and new is not None:
+        event = replace(event, moved_from=plain(old.link), moved_to=plain(new.link))
     if old is not None and new is not None:
         return replace(event, edits=tuple(text_edits(old, new, row.fields, row.edit)))
     return event
@@ -184,6 +188,8 @@ def counts_line(digest: Digest) -> str:
     polled = digest.sources_polled
     parts = [f"{polled} source{'s' if polled != 1 else ''} polled"]
     parts += [f"{digest.counts[kind]} {kind}" for kind in KINDS]
+    if digest.counts["moved"]:  # only when a story moved: a rare event
+        parts.append(f"{digest.counts['moved']} moved")
     parts.append(f"{len(digest.failing)} failing")
     return " · ".join(parts)
 
@@ -191,7 +197,7 @@ def counts_line(digest: Digest) -> str:
 def describe(event: Event) -> str:
     """A short label such as ``changed title, summary (v1 → v2, appended)``."""
     label = event.kind
-    if event.fields and event.kind in ("changed", "restored"):
+    if event.fields and event.kind in ("changed", "restored", "moved"):
         label += " " + ", ".join(event.fields)
     versions = [f"v{v}" for v in (event.version_before, event.version_after) if v is not None]
     details = [" → ".join(versions)] if versions else []

@@ -68,6 +68,8 @@ def _text_body(event: Event, color: bool) -> Iterator[str]:
         yield "headline: " + render(word_diff(event.title_before or "", event.title_after or ""))
     if event.kind == "new" and event.text:
         yield _clip(event.text)
+    if event.moved_from != event.moved_to:
+        yield f"moved: {event.moved_from} → {event.moved_to}"
     for edit in event.edits:
         if edit.appended is not None:
             yield f"{edit.field} +: " + render([Segment("insert", edit.appended)])
@@ -114,6 +116,9 @@ def _md_story(story: Story) -> Iterator[str]:
         yield f"- **{short_time(event.at)}** {describe(event)}"
         if event.kind == "new" and event.text:
             yield f"  > {md_escape(_clip(event.text))}"
+        if event.moved_from != event.moved_to:
+            moved = f"{md_escape(event.moved_from)} → {md_escape(event.moved_to)}"
+            yield f"  - moved: {moved}"
         if event.retitled:
             segments = word_diff(event.title_before or "", event.title_after or "")
             yield f"  - headline: {_md_edit(None, tuple(segments))}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import html
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -36,6 +37,7 @@ from aggregator.parse.markup import (
     json_ld,
     load_html,
     meta,
+    node_text,
     page_title,
     text_of,
 )
@@ -127,7 +129,7 @@ def read_article(
     text = (getattr(doc, "text", "") or "") if doc is not None else ""
     title = text_of(article.get("headline")) or page_title(tree) or getattr(doc, "title", "") or ""
     title = html.unescape(title)
-    paragraphs = _paragraphs(text, title)
+    paragraphs = _paragraphs(text, _headlines(tree, options.scope, title, article))
     if sum(map(len, paragraphs)) < MIN_TEXT_CHARS:
         hint = " (check the scope selector)" if options.scope else " (set scope = a CSS selector)"
         raise ParseError(
@@ -158,10 +160,39 @@ def _scoped_html(tree: LexborHTMLParser, scope: str) -> str:
     return f"<html>{head.html if head is not None else ''}<body>{node.html}</body></html>"
 
 
-def _paragraphs(text: str, title: str) -> list[str]:
-    """One paragraph per extracted line, without a leading repeat of the headline."""
+#: The extracted text's first lines that may be the headline (or a kicker above it).
+HEAD_LINES = 3
+#: A line above the headline longer than this is article text, not a kicker or label.
+KICKER_CHARS = 80
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+
+
+def _loose(text: str) -> str:
+    """A headline compared loosely: case, quote style, punctuation and spacing aside."""
+    return " ".join(re.findall(r"\w+", clean_text(text).translate(_QUOTES).casefold()))
+
+
+def _headlines(
+    tree: LexborHTMLParser, scope: str, title: str, article: Mapping[str, Any]
+) -> set[str]:
+    """Every spelling of the headline the page has: the title, JSON-LD, og:title, ``<h1>``s."""
+    root = (tree.css_first(scope) if scope else None) or tree
+    spellings = [title, text_of(article.get("headline")), page_title(tree)]
+    spellings += [node_text(h1) for h1 in root.css("h1")]
+    return {loose for s in spellings if s and (loose := _loose(html.unescape(s)))}
+
+
+def _paragraphs(text: str, headlines: set[str]) -> list[str]:
+    """One paragraph per extracted line, without the headline (tracked as ``title``).
+
+    The headline line is dropped from the first ``HEAD_LINES`` lines, with any short
+    kicker or label line above it; it is compared loosely (any spelling the page has).
+    """
     lines = [clean_text(line) for line in text.splitlines()]
     lines = [line for line in lines if line]
-    while lines and title and lines[0] == clean_text(title):
-        lines.pop(0)
+    for i, line in enumerate(lines[:HEAD_LINES]):
+        if _loose(line) in headlines:
+            if all(len(above) <= KICKER_CHARS for above in lines[:i]):
+                return lines[i + 1 :]
+            return lines[:i] + lines[i + 1 :]
     return lines
