@@ -12,9 +12,11 @@ one story moved to a new key when one of these rules holds:
     recurring (another stored or listed entry of the source has it).
 ``slug``
     Links differ only in the last path segment (same host, same rest of
-    path, same query), headline similarity >= ``SLUG_TITLE`` and text
-    similarity >= ``SLUG_TEXT``; items with too little text to compare need
-    equal headlines and equal published times instead.
+    path, same query), headline similarity >= ``SLUG_TITLE``, text similarity
+    >= ``SLUG_TEXT`` and the two adding up to ``SLUG_SUM`` (an equal headline
+    needs text >= 0.5, a headline 0.8 alike text >= 0.7); not for a recurring
+    headline. Items with too little text to compare need equal headlines and
+    equal published times instead.
 ``text``
     Text similarity >= ``SAME_TEXT`` (whatever the headline), with at least
     ``MIN_WORDS`` words on both sides.
@@ -45,6 +47,7 @@ from aggregator.models import Known, Snapshot
 HEADLINE_TEXT = 0.8
 SLUG_TITLE = 0.6
 SLUG_TEXT = 0.5
+SLUG_SUM = 1.5
 SAME_TEXT = 0.9
 MIN_WORDS = 8
 MAX_WORDS = 400
@@ -97,6 +100,10 @@ class _Side:
         if not parts.hostname or not slug:
             return None
         return (parts.hostname, head, parts.query)
+
+    @cached_property
+    def path(self) -> str:
+        return urlsplit(self.texts.get("link", "")).path
 
     @cached_property
     def when(self) -> datetime | None:
@@ -210,8 +217,10 @@ def _rule(old: _Side, new: _Side, recurring: set[str]) -> tuple[float, str] | No
     same_title = bool(old.title) and old.title == new.title
     if same_title and old.title not in recurring and text is not None and text >= HEADLINE_TEXT:
         return score, "headline"
-    if old.slot is not None and old.slot == new.slot and title >= SLUG_TITLE:
-        if text is not None and text >= SLUG_TEXT:
+    slot = old.slot is not None and old.slot == new.slot and old.path != new.path
+    slot = slot and old.title not in recurring
+    if slot and title >= SLUG_TITLE:
+        if text is not None and text >= SLUG_TEXT and title + text >= SLUG_SUM:
             return score, "slug"
         if text is None and same_title and old.when is not None and old.when == new.when:
             return score + 1.0, "slug"
