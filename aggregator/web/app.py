@@ -50,25 +50,13 @@ class Readers:
     def __init__(self, path: str) -> None:
         self.path = path
         self._local = threading.local()
-        self._all: list[Reader] = []
-        self._lock = threading.Lock()
 
     def get(self) -> Reader:
-        """This thread's reader."""
+        """This thread's reader (connections live as long as the worker threads)."""
         reader = getattr(self._local, "reader", None)
         if reader is None:
-            db = open_database(self.path, readonly=True)
-            reader = self._local.reader = Reader(db)
-            with self._lock:
-                self._all.append(reader)
+            reader = self._local.reader = Reader(open_database(self.path, readonly=True))
         return reader
-
-    def close(self) -> None:
-        """Close every reader (at shutdown)."""
-        with self._lock:
-            for reader in self._all:
-                reader.db.close()
-            self._all.clear()
 
 
 class Web:
@@ -107,7 +95,6 @@ def create_app(settings: Settings) -> Guard:
             yield
         finally:
             await web.live.stop()
-            web.readers.close()
 
     routes = [
         *views.routes(web),

@@ -63,7 +63,7 @@ def _int(value: str | None, name: str) -> int | None:
     return number
 
 
-def resolve_query(web: Web, reader: Reader, params: dict[str, str]) -> Query:
+def resolve_query(reader: Reader, web: Web, params: dict[str, str]) -> Query:
     """The request's filters resolved against the database (source names to ids)."""
     source, kind, tag = params.get("source", ""), params.get("kind", ""), params.get("tag", "")
     since, story = params.get("since", ""), _int(params.get("story"), "story")
@@ -205,11 +205,13 @@ def routes(web: Web) -> list[Route]:
         before = _int(request.query_params.get("before"), "before")
         data = await web.read(_changes_view, web, dict(request.query_params), before)
         root = web.settings.root_path
-        nxt = data["next"]
+        nxt, limit = data["next"], request.query_params.get("limit") or None
         return JSONResponse(
             {
                 "changes": [render.change_json(row, root) for row, _ in data["rows"]],
-                "next": f"{root}/api/changes{data['query'].params(before=nxt)}" if nxt else None,
+                "next": f"{root}/api/changes{data['query'].params(before=nxt, limit=limit)}"
+                if nxt
+                else None,
             }
         )
 
@@ -259,6 +261,7 @@ def routes(web: Web) -> list[Route]:
 
     return [
         Route("/", changes_page),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
         Route("/story/{entry_id:int}", story_page),
         Route("/story/{entry_id:int}/v/{number:int}", version_page),
         Route("/sources", sources_page),
@@ -278,8 +281,10 @@ def _changes_view(
     reader: Reader, web: Web, params: dict[str, str], before: int | None
 ) -> dict[str, Any]:
     """One page of changes (newest first) and the id to continue from."""
-    query = resolve_query(web, reader, params)
-    size = web.settings.page_size
+    query = resolve_query(reader, web, params)
+    size = _int(params.get("limit"), "limit") or web.settings.page_size
+    if size > 500:
+        raise HTTPException(400, "limit: at most 500")
     rows = queries.changes(reader, query.filt, before=before, limit=size + 1)
     more = len(rows) > size
     rows = rows[:size]
