@@ -40,18 +40,45 @@ def word_diff(old: str, new: str) -> list[Segment]:
     """
     a, b = tokens(old), tokens(new)
     keys_a, keys_b = [t.rstrip() for t in a], [t.rstrip() for t in b]
-    matcher = SequenceMatcher(None, keys_a, keys_b, autojunk=False)
-    out: list[Segment] = []
+    # The words both texts start and end with are matched directly: SequenceMatcher's
+    # cost grows with the square of what it is given, so an edit in a long article is
+    # only matched over the stretch between the common head and tail.
+    head = _common_run(keys_a, keys_b)
+    tail = _common_run(keys_a[head:][::-1], keys_b[head:][::-1])
+    end_a, end_b = len(a) - tail, len(b) - tail
+    out = _equal_run(a[:head], b[:head])
+    matcher = SequenceMatcher(None, keys_a[head:end_a], keys_b[head:end_b], autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        i1, i2, j1, j2 = i1 + head, i2 + head, j1 + head, j2 + head
         if op == "equal":
-            for old_token, new_token in zip(a[i1:i2], b[j1:j2], strict=True):
-                out += _equal_word(old_token, new_token)
+            out += _equal_run(a[i1:i2], b[j1:j2])
             continue
         if op in ("delete", "replace"):
             out.append(Segment("delete", "".join(a[i1:i2])))
         if op in ("insert", "replace"):
             out.append(Segment("insert", "".join(b[j1:j2])))
+    out += _equal_run(a[end_a:], b[end_b:])
     return _merged(out)
+
+
+def _common_run(a: list[str], b: list[str]) -> int:
+    """How many items ``a`` and ``b`` share at their start."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _equal_run(old: list[str], new: list[str]) -> list[Segment]:
+    """Tokens with the same words: one equal segment where the whitespace agrees too."""
+    if old == new:
+        return [Segment("equal", "".join(old))] if old else []
+    out: list[Segment] = []
+    for old_token, new_token in zip(old, new, strict=True):
+        out += _equal_word(old_token, new_token)
+    return out
 
 
 def _equal_word(old: str, new: str) -> list[Segment]:
