@@ -358,7 +358,7 @@ class ServeConfig(_Strict):
     #: Required to bind anywhere but loopback (unless ``behind_proxy``). Sent as
     #: ``Authorization: Bearer ...`` or once as ``?token=...`` (which sets a cookie).
     token: SecretStr | None = None
-    #: An environment variable holding the token instead (read at load).
+    #: An environment variable holding the token instead (read by ``serve`` when it starts).
     token_env: str | None = None
     #: A reverse proxy in front authenticates and forwards (``X-Forwarded-*`` trusted
     #: from ``forwarded_allow_ips``): a non-loopback bind is then allowed without a token.
@@ -378,17 +378,29 @@ class ServeConfig(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _token_from_env(self) -> ServeConfig:
-        if self.token_env:
-            if self.token is not None:
-                raise ValueError("give token or token_env, not both")
-            value = os.environ.get(self.token_env)
-            if not value:
-                raise ValueError(f"token_env: environment variable {self.token_env} is not set")
-            object.__setattr__(self, "token", SecretStr(value))
+    def _token(self) -> ServeConfig:
+        if self.token_env and self.token is not None:
+            raise ValueError("give token or token_env, not both")
         if self.token is not None and len(self.token.get_secret_value()) < 16:
             raise ValueError("token: use at least 16 characters (e.g. `openssl rand -hex 16`)")
         return self
+
+    def resolved_token(self) -> str | None:
+        """The token in clear: ``token``, else ``$token_env`` (read only by ``serve``, so the
+        daemon sharing this config needs no such variable).
+
+        Raises:
+            ValueError: ``token_env`` names a variable that is not set, or a short token.
+        """
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if not self.token_env:
+            return None
+        value = os.environ.get(self.token_env, "")
+        if len(value) < 16:
+            state = "is not set" if not value else "holds fewer than 16 characters"
+            raise ValueError(f"[serve] token_env: environment variable {self.token_env} {state}")
+        return value
 
 
 class Config(_Strict):
