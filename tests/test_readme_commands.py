@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -103,6 +104,7 @@ EXPECT: dict[tuple[str, ...], str] = {
     ("import-opml",): r"imported 1 sources",
     ("export-opml",): r"<opml",
     ("run",): r"(?s)daemon\.started.*daemon\.stopped",
+    ("serve",): r"<h1>Changes</h1>",  # the home page it served (see _run_serve)
     ("check",): r"read as (feed|page|liveblog): [1-9]\d* entries",
 }
 OUTPUT_OPTIONS = ("--output", "-o")
@@ -247,6 +249,8 @@ def run_command(command: Command, site: Site, index: int) -> Outcome:
     env = environment(site, workdir)
     if command_path(command.argv) == ("run",):
         returncode, out, err = _run_daemon(full, workdir, env)
+    elif command_path(command.argv) == ("serve",):
+        returncode, out, err = _run_serve(full, workdir, env)
     else:
         proc = subprocess.run(
             full, cwd=workdir, env=env, capture_output=True, text=True, timeout=TIMEOUT
@@ -273,6 +277,37 @@ def _run_daemon(argv: list[str], workdir: Path, env: dict[str, str]) -> tuple[in
             proc.kill()
             returncode = proc.wait()
     return returncode, out_path.read_text(), err_path.read_text()
+
+
+def _run_serve(argv: list[str], workdir: Path, env: dict[str, str]) -> tuple[int, str, str]:
+    """Start the web view on a free port (``--port 0``), GET its home page, SIGTERM.
+
+    The output is the page it served. A ``--db`` the README names after the demo's
+    (``demo.db``) is the fixture's history copied there, as ``aggregator demo`` would have
+    written it.
+    """
+    if "--db" in argv:
+        target = workdir / argv[argv.index("--db") + 1]
+        if not target.exists():
+            shutil.copyfile(workdir / "history.db", target)
+    argv = [*argv, "--port", "0"]
+    err_path = workdir / "serve.err"
+    with err_path.open("w") as err:
+        proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=err, stderr=err, text=True)
+        _wait_for(proc, err_path, ("read-only on",), TIMEOUT)
+        found = re.search(r"read-only on (http://\S+/)", err_path.read_text())
+        page = ""
+        if found:
+            with urllib.request.urlopen(found.group(1), timeout=TIMEOUT) as response:
+                page = response.read().decode()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            returncode = proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            returncode = proc.wait()
+    return returncode, page, err_path.read_text()
 
 
 def _wait_for(proc: subprocess.Popen[str], log: Path, words: tuple[str, ...], wait: float) -> None:
