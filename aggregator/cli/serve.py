@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
 
 import click
@@ -96,7 +97,11 @@ def serve_command(
     port = serve.port if port is None else port
     proxy = serve.behind_proxy if behind_proxy is None else behind_proxy
     root = (serve.root_path if root_path is None else root_path).rstrip("/")
-    token = serve.token.get_secret_value() if serve.token else os.environ.get(TOKEN_ENV) or None
+    try:
+        token = serve.resolved_token() or os.environ.get(TOKEN_ENV) or None
+    except ValueError as exc:
+        fail(str(exc), code=2)
+        raise  # unreachable
     if not is_loopback(host) and not token and not proxy:
         fail(
             f"refusing to serve the history on {host} without a token: set [serve] token"
@@ -120,14 +125,16 @@ def serve_command(
     sock = bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host.strip('[]')}]" if ":" in host else host
-    url = f"http://{shown}:{bound}{root}/"
+    url = f"http://{shown}:{bound}/"
     structlog.get_logger("aggregator.web").info(
         "serve.started",
         url=url,
         database=str(path),
         auth="token" if token else "proxy" if proxy else "loopback",
+        root_path=root,
     )
-    click.echo(f"Serving {path} read-only on {url}  (Ctrl-C to stop)", err=True)
+    under = f" (links under {root}/ for the proxy)" if root else ""
+    click.echo(f"Serving {path} read-only on {url}{under}  (Ctrl-C to stop)", err=True)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings),
@@ -141,6 +148,10 @@ def serve_command(
             lifespan="on",
         )
     )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then raises the signal again for
+    # the handler found before it: a no-op here, so a stop by signal exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     server.run(sockets=[sock])
     structlog.get_logger("aggregator.web").info("serve.stopped")
 

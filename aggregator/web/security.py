@@ -1,16 +1,19 @@
 """Response headers, the optional token, and the Host check (pure ASGI middleware).
 
 Every response carries a strict Content-Security-Policy (scripts and styles from this
-app only, nothing inline, no plugins, no framing, no ``<base>``), ``nosniff`` and a
-``Referrer-Policy`` that sends no URL off the site. With a token configured, each request
-needs ``Authorization: Bearer TOKEN`` or the cookie set by one visit to ``?token=TOKEN``.
-Without a token and without a proxy in front (the loopback default), only a loopback
-``Host`` is answered, so a web page elsewhere cannot read the history by DNS rebinding.
+app only, nothing inline, no plugins, no framing, no ``<base>``), ``nosniff``, a
+``Referrer-Policy`` that sends no URL off the site, and ``Server-Timing: app;dur=MS``
+(the time until its headers were sent: for a page, the whole render). With a token
+configured, each request needs ``Authorization: Bearer TOKEN`` or the cookie set by one
+visit to ``?token=TOKEN``. Without a token and without a proxy in front (the loopback
+default), only a loopback ``Host`` is answered, so a web page elsewhere cannot read the
+history by DNS rebinding.
 """
 
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
@@ -51,10 +54,13 @@ class Guard:
             await self.app(scope, receive, send)
             return
 
+        started = time.perf_counter()
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                took = f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()
                 message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], *HEADERS]
+                message["headers"] = [*message["headers"], *HEADERS, (b"server-timing", took)]
             await send(message)
 
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
