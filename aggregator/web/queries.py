@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aggregator.store.queries import ChangeRow, Reader, VersionRow
+from aggregator.store.queries import ChangeRow, EntryRow, Reader, SearchHit, VersionRow, fts_query
 
 VERSION_COLUMNS = (
     "id, entry_id, version, title, link, author, summary, content, summary_text,"
@@ -115,8 +115,16 @@ def changes(
         where.append("c.kind = ?")
         params.append(filt.kind)
     if filt.since:
-        where.append("c.detected_at >= ?")
-        params.append(filt.since)
+        # The window as an id range (ids grow with detected_at), so the newest-first walk by
+        # id stays the plan; ``+`` keeps the time index out of it.
+        first = reader.db.execute(
+            "SELECT id FROM changes WHERE detected_at >= ? ORDER BY detected_at, id LIMIT 1",
+            [filt.since],
+        ).fetchone()
+        if first is None:
+            return []
+        where.append("c.id >= ? AND +c.detected_at >= ?")
+        params += [first[0], filt.since]
     if filt.entry_id is not None:
         where.append("c.entry_id = ?")
         params.append(filt.entry_id)
@@ -259,30 +267,81 @@ def version_pair(
     return by_number.get(number), by_number.get(number - 1)
 
 
-def sources(reader: Reader) -> list[dict[str, Any]]:
-    """Each source's health, with its entry and version counts (from ``entries``)."""
+_SOURCE_COLUMNS = (
+    "s.id, s.name, s.kind, s.url, s.config_url, s.title, s.active,"
+    " s.interval_seconds, s.interval_now_seconds, s.last_fetch_at, s.last_success_at,"
+    " s.last_change_at, s.last_error, s.last_error_at, s.consecutive_failures,"
+    " s.next_check_at, s.schedule_reason, s.moved_from, s.moved_at, s.gone_at, s.gone_url,"
+    " (SELECT f.status FROM fetches f WHERE f.source_id = s.id"
+    "  ORDER BY f.started_at DESC LIMIT 1) AS last_status"
+)
+
+
+def sources(
+    reader: Reader, *, after: str = "", limit: int = 100, failing: bool = False
+) -> list[dict[str, Any]]:
+    """Sources by name after ``after`` (keyset), each with its health and its entry and
+    version counts (summed from ``entries``, for these sources only); ``failing``: only
+    the sources failing now.
+    """
+    where, params = "s.name > ?", [after]
+    if failing:
+        where += " AND s.consecutive_failures > 0"
     found = rows(
         reader,
-        "SELECT s.id, s.name, s.kind, s.url, s.config_url, s.title, s.active,"
-        " s.interval_seconds, s.interval_now_seconds, s.last_fetch_at, s.last_success_at,"
-        " s.last_change_at, s.last_error, s.last_error_at, s.consecutive_failures,"
-        " s.next_check_at, s.schedule_reason, s.moved_from, s.moved_at, s.gone_at, s.gone_url,"
-        " (SELECT f.status FROM fetches f WHERE f.source_id = s.id"
-        "  ORDER BY f.started_at DESC LIMIT 1) AS last_status"
-        " FROM sources s ORDER BY s.name",
+        f"SELECT {_SOURCE_COLUMNS} FROM sources s WHERE {where} ORDER BY s.name LIMIT ?",
+        [*params, limit],
     )
+    ids = [r["id"] for r in found]
     counts = {
         r["source_id"]: r
         for r in rows(
             reader,
             "SELECT source_id, count(*) AS entries, sum(version_count) AS versions"
-            " FROM entries GROUP BY source_id",
+            f" FROM entries WHERE source_id IN ({_marks(ids)}) GROUP BY source_id",
+            ids,
         )
     }
     for r in found:
         c = counts.get(r["id"], {})
         r["entries"], r["versions"] = c.get("entries", 0), c.get("versions", 0) or 0
     return found
+
+
+def search(reader: Reader, text: str, *, limit: int = 50) -> list[SearchHit]:
+    """Versions whose title or text match every word of ``text``, newest first.
+
+    Newest first rather than by rank: FTS5 walks its index in rowid order and stops after
+    ``limit`` rows, where ranking would score every match (a common word is in a third of
+    a million versions).
+    """
+    found = rows(
+        reader,
+        "SELECT v.entry_id, v.version, v.seen_at, e.current_version_id = v.id AS current,"
+        " snippet(versions_fts, -1, char(2), char(3), '…', 16) AS snippet"
+        " FROM versions_fts JOIN versions v ON v.id = versions_fts.rowid"
+        " JOIN entries e ON e.id = v.entry_id"
+        " WHERE versions_fts MATCH ? ORDER BY versions_fts.rowid DESC LIMIT ?",
+        [fts_query(text), limit],
+    )
+    entries = entries_by_id(reader, {r["entry_id"] for r in found})
+    return [
+        SearchHit(
+            entry=_entry_row(entries[r["entry_id"]]),
+            version=r["version"],
+            seen_at=r["seen_at"],
+            snippet=r["snippet"] or "",
+            current=bool(r["current"]),
+        )
+        for r in found
+    ]
+
+
+def _entry_row(entry: Entry) -> EntryRow:
+    return EntryRow(
+        entry.id, entry.source, entry.key, entry.url, entry.title, entry.version_count,
+        entry.removed_at,
+    )  # fmt: skip
 
 
 def sources_named(reader: Reader, name: str) -> list[dict[str, Any]]:

@@ -9,7 +9,10 @@ word diff (``aggregator.diff``) against the version before it.
 from __future__ import annotations
 
 import html
-from typing import Any
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from jinja2 import Environment
 from markupsafe import Markup
@@ -22,11 +25,39 @@ from aggregator.store.queries import ChangeRow, VersionRow
 from aggregator.web.queries import Entry
 
 TEXT_FIELDS = ("title", "summary_text", "content_text")
+T = TypeVar("T")
+
+
+class _Cache:
+    """A small thread-safe LRU by change id: a stored change never changes, so its
+    ``Event`` (word diffs) and its HTML are computed once, not on every page view."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[int, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: int, make: Callable[[], T]) -> T:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return cast(T, self._items[key])
+        value = make()
+        with self._lock:
+            self._items[key] = value
+            if len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
+_EVENTS = _Cache(20_000)
+_HTML = _Cache(20_000)
 
 
 def event_markup(event: Event) -> Markup:
     """The digest's HTML of one change (feed text escaped, feed HTML sanitised)."""
-    return Markup(event_html(event))  # noqa: S704 - event_html escapes and sanitises
+    html_text = _HTML.get(event.change_id, lambda: event_html(event))
+    return Markup(html_text)  # noqa: S704 - event_html escapes and sanitises
 
 
 def diff_markup(old: str, new: str) -> Markup:
@@ -62,15 +93,19 @@ TEMPLATE_HELPERS: dict[str, Any] = {
 }
 
 
+def event(row: ChangeRow) -> Event:
+    """The digest's ``Event`` of a change (cached by change id)."""
+    return _EVENTS.get(row.id, lambda: make_event(row))
+
+
 def events(rows: list[ChangeRow]) -> list[tuple[ChangeRow, Event]]:
     """Each change with its digest ``Event``."""
-    return [(row, make_event(row)) for row in rows]
+    return [(row, event(row)) for row in rows]
 
 
 def live_payload(templates: Environment, row: ChangeRow) -> dict[str, Any]:
     """A new change for the live stream: its list row and its story-page item, as HTML."""
-    event = make_event(row)
-    context = {"row": row, "event": event}
+    context = {"row": row, "event": event(row)}
     return {
         "id": row.id,
         "entry_id": row.entry_id,
@@ -86,7 +121,7 @@ def live_payload(templates: Environment, row: ChangeRow) -> dict[str, Any]:
 
 def change_json(row: ChangeRow, root: str) -> dict[str, Any]:
     """One change as JSON: what changed, the versions, and a marker diff of each text edit."""
-    event = make_event(row)
+    ev = event(row)
     return {
         "id": row.id,
         "detected_at": row.detected_at,
@@ -97,15 +132,15 @@ def change_json(row: ChangeRow, root: str) -> dict[str, Any]:
         "entry_id": row.entry_id,
         "story": f"{root}/story/{row.entry_id}",
         "url": safe_link(row.url) or None,
-        "title": {"before": event.title_before, "after": event.title_after},
-        "version": {"before": event.version_before, "after": event.version_after},
+        "title": {"before": ev.title_before, "after": ev.title_after},
+        "version": {"before": ev.version_before, "after": ev.version_after},
         "edits": [
             {
                 "field": edit.field,
                 "appended": edit.appended,
                 "diff": None if edit.appended is not None else render_markers(list(edit.segments)),
             }
-            for edit in event.edits
+            for edit in ev.edits
         ],
     }
 

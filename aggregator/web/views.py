@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from aggregator.web.app import Web
 
 WINDOWS = ("1h", "24h", "7d", "30d")
+SOURCES_PAGE = 50
 ATOM_TYPE = "application/atom+xml"
 
 
@@ -148,8 +149,9 @@ def routes(web: Web) -> list[Route]:
         )
 
     async def sources_page(request: Request) -> HTMLResponse:
-        rows = await web.read(queries.sources)
-        return page("sources.html", request, sources=rows)
+        after = request.query_params.get("after", "")
+        data = await web.read(_sources_view, after, SOURCES_PAGE)
+        return page("sources.html", request, after=after, **data)
 
     async def source_page(request: Request) -> HTMLResponse:
         name = request.path_params["name"]
@@ -171,7 +173,7 @@ def routes(web: Web) -> list[Route]:
         error = ""
         if text:
             try:
-                hits = await web.read(lambda r: r.search(text, limit=50))
+                hits = await web.read(queries.search, text, limit=50)
             except StoreError as exc:
                 hits, error = [], str(exc)
             groups = _group_hits(hits)
@@ -216,8 +218,21 @@ def routes(web: Web) -> list[Route]:
         )
 
     async def api_sources(request: Request) -> JSONResponse:
-        rows = await web.read(queries.sources)
-        return JSONResponse({"sources": [_source_json(r) for r in rows]})
+        after = request.query_params.get("after", "")
+        limit = _int(request.query_params.get("limit"), "limit") or SOURCES_PAGE
+        if limit > 500:
+            raise HTTPException(400, "limit: at most 500")
+        data = await web.read(_sources_view, after, limit, with_failing=False)
+        nxt = data["next"]
+        root = web.settings.root_path
+        return JSONResponse(
+            {
+                "sources": [_source_json(r) for r in data["sources"]],
+                "next": f"{root}/api/sources?{urlencode({'after': nxt, 'limit': limit})}"
+                if nxt
+                else None,
+            }
+        )
 
     async def api_stories(request: Request) -> JSONResponse:
         name = request.query_params.get("source", "")
@@ -296,6 +311,21 @@ def _changes_view(
         "before": before,
         "sources": queries.source_names(reader),
         "after": queries.max_change_id(reader),
+    }
+
+
+def _sources_view(
+    reader: Reader, after: str, size: int, *, with_failing: bool = True
+) -> dict[str, Any]:
+    """A page of sources by name, and (on the first page) every failing source."""
+    found = queries.sources(reader, after=after, limit=size + 1)
+    more = len(found) > size
+    found = found[:size]
+    failing = queries.sources(reader, limit=500, failing=True) if with_failing else []
+    return {
+        "sources": found,
+        "failing": failing if not after else [],
+        "next": found[-1]["name"] if more else None,
     }
 
 
