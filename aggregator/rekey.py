@@ -24,10 +24,13 @@ one story moved to a new key when one of these rules holds:
 Text similarity is ``difflib``'s ratio over the words of summary and content
 (case and punctuation aside; the first ``MAX_WORDS``), needing ``MIN_WORDS``
 words on both sides; headline similarity is the same ratio over characters.
-Never linked: a pair whose published times (both known) are more than
-``MAX_PUBLISHED_GAP`` apart (a daily edition), headline equality alone, or a
-pair whose best score is tied with another candidate of either side within
-``TIE`` (ambiguous). Pairs are taken best score first, each entry once.
+Only pairs found through indexes are scored: the new key is an old key of the
+missing entry, equal headlines, or at least ``SHINGLE_SHARE`` of the shorter
+text's word 3-grams shared. Never linked: a pair whose published times (both
+known) are more than ``MAX_PUBLISHED_GAP`` apart (a daily edition), headline
+equality alone, or a pair whose best score is tied with another candidate of
+either side within ``TIE`` (ambiguous). Pairs are taken best score first, each
+entry once.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ MAX_WORDS = 400
 MAX_PUBLISHED_GAP = 12 * 3600.0
 TIE = 0.02
 SHINGLE = 3
+SHINGLE_SHARE = 0.2
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
 _WORD = re.compile(r"\w+")
@@ -86,6 +90,14 @@ class _Side:
     def words(self) -> list[str]:
         text = f"{self.texts.get('summary', '')}\n{self.texts.get('content', '')}"
         return _WORD.findall(text.casefold())[:MAX_WORDS]
+
+    @cached_property
+    def word_set(self) -> frozenset[str]:
+        return frozenset(self.words)
+
+    @cached_property
+    def title_set(self) -> frozenset[str]:
+        return frozenset(self.title)
 
     @cached_property
     def shingles(self) -> set[tuple[str, ...]]:
@@ -149,9 +161,12 @@ def find_links(
         return []
     olds = [_Side(k.key, k.texts, k.published, k.aliases) for k in missing]
     news = [_Side(s.item.key, s.texts, s.item.published) for s in fresh]
-    recurring = _recurring_titles(stored, listed)
+    pairs = _candidates(olds, news)
+    if not pairs:  # the usual poll: what left and what arrived have nothing in common
+        return []
+    recurring = _recurring_titles(stored, listed, {olds[i].title for i, _ in pairs})
     scored: list[tuple[float, int, int, str]] = []
-    for i, j in _candidates(olds, news):
+    for i, j in pairs:
         rule = _rule(olds[i], news[j], recurring)
         if rule is not None:
             scored.append((rule[0], i, j, rule[1]))
@@ -160,73 +175,96 @@ def find_links(
     ]
 
 
-def _recurring_titles(stored: Iterable[Known], listed: Iterable[Snapshot]) -> set[str]:
-    """Normalised headlines held by more than one stored entry or more than one listed item."""
+def _recurring_titles(
+    stored: Iterable[Known], listed: Iterable[Snapshot], titles: set[str]
+) -> set[str]:
+    """Those of ``titles`` held by more than one stored entry or more than one listed item."""
     recurring: set[str] = set()
-    for titles in (
-        [normal_title(k.texts.get("title", "")) for k in stored],
-        [normal_title(s.texts.get("title", "")) for s in listed],
-    ):
+    for texts in ([k.texts for k in stored], [s.texts for s in listed]):
         seen: set[str] = set()
-        for title in titles:
-            if title in seen:
+        for text in texts:
+            title = normal_title(text.get("title", ""))
+            if title in titles and title in seen:
                 recurring.add(title)
             seen.add(title)
     return recurring
 
 
 def _candidates(olds: Sequence[_Side], news: Sequence[_Side]) -> set[tuple[int, int]]:
-    """Pairs worth scoring: same alias, headline, link slot, or shared word shingles."""
+    """Pairs worth scoring: an old key as alias, the same headline, or shared text.
+
+    Shared text means at least ``SHINGLE_SHARE`` of the shorter side's word 3-grams
+    (and two); an edit that keeps half the words keeps far more of its phrases. Found
+    through indexes, so a feed whose whole window turned over costs no all-pairs work.
+    """
     by_alias: dict[str, list[int]] = defaultdict(list)
     by_title: dict[str, list[int]] = defaultdict(list)
-    by_slot: dict[tuple[str, str, str], list[int]] = defaultdict(list)
     by_shingle: dict[tuple[str, ...], list[int]] = defaultdict(list)
     for i, old in enumerate(olds):
         for alias in old.aliases:
             by_alias[alias].append(i)
         if old.title:
             by_title[old.title].append(i)
-        if old.slot is not None:
-            by_slot[old.slot].append(i)
         for shingle in old.shingles:
             by_shingle[shingle].append(i)
     pairs: set[tuple[int, int]] = set()
     for j, new in enumerate(news):
         pairs.update((i, j) for i in by_alias.get(new.key, ()))
         pairs.update((i, j) for i in by_title.get(new.title, ()))
-        if new.slot is not None:
-            pairs.update((i, j) for i in by_slot.get(new.slot, ()))
         shared: dict[int, int] = defaultdict(int)
         for shingle in new.shingles:
             for i in by_shingle.get(shingle, ()):
                 shared[i] += 1
-        need = SAME_TEXT * 0.5 * len(new.shingles)  # far below what SAME_TEXT implies
-        pairs.update((i, j) for i, n in shared.items() if n >= need)
+        for i, count in shared.items():
+            if count >= max(2, SHINGLE_SHARE * min(len(olds[i].shingles), len(new.shingles))):
+                pairs.add((i, j))
     return pairs
 
 
 def _rule(old: _Side, new: _Side, recurring: set[str]) -> tuple[float, str] | None:
-    """(score, rule name) when ``old`` and ``new`` are one story, else ``None``."""
+    """(score, rule name) when ``old`` and ``new`` are one story, else ``None``.
+
+    Cheap upper bounds (shared words and characters) rule most pairs out before any
+    ``difflib`` ratio is computed.
+    """
     if new.key in old.aliases:
         return 3.0, "alias"
     if old.when and new.when and abs((old.when - new.when).total_seconds()) > MAX_PUBLISHED_GAP:
         return None
-    text = text_similarity(old.words, new.words)
+    fresh_title = bool(old.title) and old.title not in recurring
+    same_title = fresh_title and old.title == new.title
+    slot = fresh_title and old.slot is not None and old.slot == new.slot and old.path != new.path
+    slot = slot and _bound(old.title, new.title, old.title_set, new.title_set) >= SLUG_TITLE
+    if len(old.words) < MIN_WORDS or len(new.words) < MIN_WORDS:  # too little text
+        if slot and same_title and old.when is not None and old.when == new.when:
+            return 2.0, "slug"
+        return None
+    need = min(HEADLINE_TEXT if same_title else SAME_TEXT, SLUG_TEXT if slot else SAME_TEXT)
+    if _bound(old.words, new.words, old.word_set, new.word_set) < need:
+        return None
+    text = text_similarity(old.words, new.words) or 0.0
     title = title_similarity(old.title, new.title)
-    score = title + (text or 0.0)
-    same_title = bool(old.title) and old.title == new.title
-    if same_title and old.title not in recurring and text is not None and text >= HEADLINE_TEXT:
+    score = title + text
+    if same_title and text >= HEADLINE_TEXT:
         return score, "headline"
-    slot = old.slot is not None and old.slot == new.slot and old.path != new.path
-    slot = slot and old.title not in recurring
-    if slot and title >= SLUG_TITLE:
-        if text is not None and text >= SLUG_TEXT and title + text >= SLUG_SUM:
-            return score, "slug"
-        if text is None and same_title and old.when is not None and old.when == new.when:
-            return score + 1.0, "slug"
-    if text is not None and text >= SAME_TEXT:
+    if slot and title >= SLUG_TITLE and text >= SLUG_TEXT and title + text >= SLUG_SUM:
+        return score, "slug"
+    if text >= SAME_TEXT:
         return score, "text"
     return None
+
+
+def _bound(a: Sequence[str], b: Sequence[str], sa: frozenset[str], sb: frozenset[str]) -> float:
+    """An upper bound of the ``difflib`` ratio of ``a`` and ``b`` (``sa``/``sb``: their sets).
+
+    Each distinct element of one side that the other lacks is at least one unmatched
+    element, so at most ``len(a) - len(sa - sb)`` elements match (and as much for ``b``).
+    """
+    if not a or not b:
+        return 0.0
+    shared = len(sa & sb)
+    matched = min(len(a) - len(sa) + shared, len(b) - len(sb) + shared)
+    return 2 * matched / (len(a) + len(b))
 
 
 def _match(scored: list[tuple[float, int, int, str]]) -> list[tuple[float, int, int, str]]:
