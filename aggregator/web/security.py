@@ -131,6 +131,7 @@ async def _redirect_setting_cookie(scope: Scope, send: Send, token: str) -> None
     ]
     root, path = scope.get("root_path", ""), scope["path"]
     path = path if path.startswith(root) else root + path  # uvicorn puts root_path in path
+    path = "/" + path.lstrip("/")  # never `//host/...`: a redirect stays on this site
     location = path + (("?" + urlencode(query)) if query else "")
     secure = "; Secure" if scope.get("scheme") == "https" else ""
     cookie = f"{COOKIE}={token}; Path={root or '/'}; HttpOnly; SameSite=Strict{secure}"
