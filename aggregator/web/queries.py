@@ -58,12 +58,13 @@ class Entry:
 
 @dataclass(slots=True)
 class StoryData:
-    """An entry, all its versions (oldest first) and all its changes (oldest first)."""
+    """An entry, its versions' headlines (oldest first) and its latest changes (oldest first)."""
 
     entry: Entry
-    versions: list[VersionRow]
+    versions: list[VersionRow]  # id, version, title and seen_at only
     changes: list[ChangeRow]
     posts: list[tuple[Entry, list[ChangeRow]]] = field(default_factory=list)
+    earlier: int | None = None  # more changes before this change id
 
 
 def rows(reader: Reader, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
@@ -212,20 +213,42 @@ def version_row(r: dict[str, Any]) -> VersionRow:
     return VersionRow(**{k: ("" if v is None and k != "id" else v) for k, v in r.items()})
 
 
-def story(reader: Reader, entry_id: int, *, max_posts: int = 100) -> StoryData | None:
-    """One entry with every version and change; a live blog's page also gets its posts."""
+def story(
+    reader: Reader,
+    entry_id: int,
+    *,
+    before: int | None = None,
+    limit: int = 100,
+    max_posts: int = 100,
+) -> StoryData | None:
+    """One entry: every version's headline and time (oldest first), and its ``limit`` latest
+    changes with ids below ``before`` (oldest first), their versions in full; a live blog's
+    page also gets its posts. ``StoryData.earlier`` is the id to continue from, if any.
+    """
     entry = entries_by_id(reader, [entry_id]).get(entry_id)
     if entry is None:
         return None
-    found = rows(
-        reader,
-        f"SELECT {VERSION_COLUMNS} FROM versions WHERE entry_id = ? ORDER BY version",
-        [entry_id],
-    )
-    versions = [version_row(r) for r in found]
-    by_id = {v.id: v for v in versions}
-    change_rows = rows(reader, "SELECT * FROM changes WHERE entry_id = ? ORDER BY id", [entry_id])
-    data = StoryData(entry, versions, [change_row(r, entry, by_id) for r in change_rows])
+    timeline = [
+        VersionRow(r["id"], entry_id, r["version"], r["title"] or "", "", "", "", "", "", "",
+                   r["seen_at"])
+        for r in rows(
+            reader,
+            "SELECT id, version, title, seen_at FROM versions WHERE entry_id = ? ORDER BY version",
+            [entry_id],
+        )
+    ]  # fmt: skip
+    where, params = "entry_id = ?", [entry_id]
+    if before is not None:
+        where += " AND id < ?"
+        params.append(before)
+    sql = f"SELECT * FROM changes WHERE {where} ORDER BY id DESC LIMIT ?"
+    found = rows(reader, sql, [*params, limit + 1])
+    earlier = found[limit - 1]["id"] if len(found) > limit else None
+    found = list(reversed(found[:limit]))
+    ids = {r[k] for r in found for k in ("old_version_id", "new_version_id") if r[k]}
+    versions = versions_by_id(reader, ids)
+    data = StoryData(entry, timeline, [change_row(r, entry, versions) for r in found])
+    data.earlier = earlier
     if entry.source_kind == "liveblog" and entry.key == "page":
         data.posts = _posts(reader, entry, max_posts)
     return data

@@ -117,7 +117,8 @@ def routes(web: Web) -> list[Route]:
 
     async def story_page(request: Request) -> HTMLResponse:
         entry_id = request.path_params["entry_id"]
-        data = await web.read(queries.story, entry_id)
+        before = _int(request.query_params.get("before"), "before")
+        data = await web.read(queries.story, entry_id, before=before)
         if data is None:
             raise HTTPException(404, f"no story {entry_id}")
         after = await web.read(queries.max_change_id)
@@ -131,6 +132,7 @@ def routes(web: Web) -> list[Route]:
             headlines=render.headline_history(data.versions),
             posts=[(post, render.events(rows)) for post, rows in data.posts],
             after=after,
+            before=before,
         )
 
     async def version_page(request: Request) -> HTMLResponse:
