@@ -24,7 +24,7 @@ from aggregator.web import queries, render
 from aggregator.web.queries import ChangeFilter
 
 if TYPE_CHECKING:
-    from aggregator.web.app import Web
+    from aggregator.web.state import Web
 
 WINDOWS = ("1h", "24h", "7d", "30d")
 SOURCES_PAGE = 50
