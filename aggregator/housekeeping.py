@@ -1,4 +1,4 @@
-"""The daemon's chores besides polling: heartbeat, watchdog, fetch-log retention, digests.
+"""The daemon's chores besides polling: heartbeat, watchdog, retention, digests.
 
 ``Housekeeping`` is mixed into ``aggregator.scheduler.Daemon``; it uses the
 daemon's store thread, config, APScheduler instance and network monitor.
@@ -15,6 +15,7 @@ import structlog
 from aggregator import sdnotify
 from aggregator.digest.schedule import DigestJob, build_digest_jobs
 from aggregator.store import scheduling
+from aggregator.store.retention import RetentionPass
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("aggregator.scheduler")
 
-#: Seconds after start, then between, two prunings of the ``fetches`` log.
+#: Seconds after start, then between, two retention passes (``fetches``, delivered events).
 RETENTION_FIRST = 60.0
 RETENTION_EVERY = 3600.0
 
@@ -87,20 +88,27 @@ class Housekeeping:
             sdnotify.notify(f"STATUS={summary}")
 
     async def _retention_loop(self) -> None:
-        """Prune ``fetches`` to ``[storage] keep_fetches``: a minute after start, then hourly."""
+        """Apply ``[storage]`` retention (fetch log, delivered events): a minute after start,
+        then hourly, one batch per store call so polls write in between."""
         assert self.store is not None
         delay = RETENTION_FIRST
         while True:
             await asyncio.sleep(delay)
             delay = RETENTION_EVERY
             try:
-                keep = self.config.storage.keep_fetches
-                removed = await self.store.call(self.store.store.prune_fetches, keep)
+                removed = await self._prune()
             except Exception as exc:  # pruning must never stop the daemon
                 log.warning("retention.failed", error=str(exc))
                 continue
-            if removed:
-                log.info("retention.pruned", fetches=removed)
+            if any(removed.values()):
+                log.info("retention.pruned", **removed)
+
+    async def _prune(self) -> dict[str, int]:
+        assert self.store is not None
+        run = RetentionPass.of(self.store.store.db, self.config.storage)
+        while await self.store.call(run.step):
+            pass
+        return run.removed
 
     async def _watchdog_loop(self) -> None:
         period = sdnotify.watchdog_period()

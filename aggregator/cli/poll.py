@@ -15,6 +15,7 @@ from aggregator.notify.worker import delivering_after
 from aggregator.pipeline import Pipeline, PollResult
 from aggregator.sandbox import ParsePool
 from aggregator.scheduler import Daemon
+from aggregator.store.retention import prune
 from aggregator.store.thread import StoreThread
 
 
@@ -62,7 +63,7 @@ async def poll_once(config: Config, names: tuple[str, ...] = ()) -> list[PollRes
             pipeline = Pipeline(config, store, fetcher, parsers)
             await pipeline.sync()
             results = await pipeline.poll_all(chosen)
-        await store.call(store.store.prune_fetches, config.storage.keep_fetches)
+        await store.call(prune, store.store.db, config.storage)  # [storage] retention
         return results
     finally:
         parsers.close()

@@ -1,44 +1,174 @@
-"""Retention of the ``fetches`` log (``[storage] keep_fetches``).
+"""Retention: what is pruned from the database, and when (``[storage]`` keep_* keys).
 
-Every poll adds a row to ``fetches``, so polling 1,000 sources every 5 minutes
-adds about 100 million rows a year. Rows older than ``keep_fetches`` are
-deleted, except the ones a version or a change points at
-(``versions.fetch_id``, ``changes.fetch_id``): those record when and from
-which response a version was seen, and there is one per real change, so they
-grow with the news, not with the polling. References are never nulled.
+Versions, entries and changes are never pruned: they are the history. Two kinds
+of bookkeeping are:
 
-Deletion runs in batches of ``BATCH`` rows, each its own short transaction,
-so readers and the writer are never held up for long.
+* **The fetch log** (``keep_fetches``). Every poll adds a row to ``fetches``, so
+  polling 1,000 sources every 5 minutes adds about 100 million rows a year.
+  Rows older than ``keep_fetches`` are deleted, except the ones that brought a
+  change (the rows ``versions.fetch_id`` and ``changes.fetch_id`` point at):
+  there is one per real change, so they grow with the news, not with the
+  polling. References are never nulled.
+* **Delivered events** (``keep_events``). An outbox event older than
+  ``keep_events`` that every sink has looked at (a paused sink too), and that no sink
+  still has pending or failed (as its own delivery or folded into one), keeps
+  its ``outbox`` row (``event_id``, ``type``, what it was about, when) but its
+  ``payload`` becomes ``''``; its ``deliveries`` rows and their
+  ``delivery_attempts`` are deleted. An event waiting for a sink is never
+  pruned, however old.
+
+Each rule deletes in batches of ``BATCH`` rows, each batch its own short
+transaction (``RetentionPass.step`` is one batch of each rule), so readers and
+the writer are never held up for long.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlite_utils import Database
 
+from aggregator.config import StorageConfig
 from aggregator.timeutil import to_db, utcnow
 
-BATCH = 5000
+BATCH = 2000
 
-_PRUNE = """
+# Rows old enough that no version and no change points at (through the fetch_id
+# indexes of migration 0009, which also keep the foreign-key checks of the delete
+# cheap). ``:after`` resumes a pass where its previous batch stopped, so rows kept
+# for their changes are stepped over once per pass, not once per batch.
+_PRUNE_FETCHES = """
 DELETE FROM fetches WHERE id IN (
-    SELECT id FROM fetches
-    WHERE started_at < :cutoff
-      AND id NOT IN (SELECT fetch_id FROM versions WHERE fetch_id IS NOT NULL)
-      AND id NOT IN (SELECT fetch_id FROM changes WHERE fetch_id IS NOT NULL)
-    ORDER BY id LIMIT :batch
+    SELECT f.id FROM fetches f
+    WHERE f.started_at < :cutoff AND f.started_at >= :after
+      AND NOT EXISTS (SELECT 1 FROM versions v WHERE v.fetch_id = f.id)
+      AND NOT EXISTS (SELECT 1 FROM changes c WHERE c.fetch_id = f.id)
+    ORDER BY f.started_at LIMIT :batch
 )
+RETURNING started_at
+"""
+
+# Events old enough, looked at by every sink (a paused one too: its events wait), and
+# not waiting in any queue, as their own delivery or folded into one.
+_SETTLED_EVENTS = """
+SELECT o.id FROM outbox o
+WHERE o.payload <> '' AND o.created_at < :cutoff
+  AND o.id <= COALESCE((SELECT MIN(cursor) FROM sinks), o.id)
+  AND NOT EXISTS (
+      SELECT 1 FROM deliveries d
+      WHERE d.sink_id IN (SELECT id FROM sinks) AND d.outbox_id = o.id
+        AND d.status IN ('pending', 'failed'))
+  AND o.id NOT IN (
+      SELECT CAST(j.value AS INTEGER) FROM deliveries d, json_each(d.folded) j
+      WHERE d.sink_id IN (SELECT id FROM sinks) AND d.status IN ('pending', 'failed')
+        AND d.folded <> '[]')
+ORDER BY o.created_at LIMIT :batch
 """
 
 
-def prune_fetches(db: Database, keep_seconds: float, *, batch: int = BATCH) -> int:
-    """Delete unreferenced ``fetches`` rows older than ``keep_seconds``; return how many."""
-    cutoff = to_db(utcnow() - timedelta(seconds=keep_seconds))
-    total = 0
-    while True:
-        with db.atomic():
-            deleted = db.execute(_PRUNE, {"cutoff": cutoff, "batch": batch}).rowcount
-        total += deleted
-        if deleted < batch:
-            return total
+def prune(
+    db: Database, storage: StorageConfig, now: datetime | None = None, *, batch: int = BATCH
+) -> dict[str, int]:
+    """Apply every retention rule of ``storage`` as of ``now`` (default: the clock).
+
+    Returns:
+        How many rows each rule removed: ``fetches``, ``events`` (payloads
+        emptied), ``deliveries`` and ``delivery_attempts``.
+    """
+    run = RetentionPass.of(db, storage, now, batch=batch)
+    while run.step():
+        pass
+    return run.removed
+
+
+def prune_fetches(db: Database, keep_seconds: float, *, now: datetime | None = None) -> int:
+    """Only the fetch-log rule: delete old ``fetches`` rows that brought no change."""
+    run = RetentionPass(db, keep_seconds, None, now)
+    while run.step():
+        pass
+    return run.removed["fetches"]
+
+
+class RetentionPass:
+    """One pass of the rules, in steps: each ``step`` is one short transaction per rule.
+
+    The daemon runs one step per call on the store's thread, so polls write in between.
+    ``keep_fetches`` / ``keep_events`` of ``None`` leave that rule out.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        keep_fetches: float | None,
+        keep_events: float | None,
+        now: datetime | None = None,
+        *,
+        batch: int = BATCH,
+    ) -> None:
+        now = now or utcnow()
+        self.db = db
+        self.batch = batch
+        self.fetch_cutoff = to_db(now - timedelta(seconds=keep_fetches or 0))
+        self.event_cutoff = to_db(now - timedelta(seconds=keep_events or 0))
+        self.after = ""  # started_at of the last fetches row deleted by this pass
+        self.pending = {"fetches"} if keep_fetches is not None else set()
+        if keep_events is not None:
+            self.pending.add("events")
+        self.removed = dict.fromkeys(("fetches", "events", "deliveries", "delivery_attempts"), 0)
+
+    @classmethod
+    def of(
+        cls,
+        db: Database,
+        storage: StorageConfig,
+        now: datetime | None = None,
+        *,
+        batch: int = BATCH,
+    ) -> RetentionPass:
+        """A pass of every rule of ``[storage]``."""
+        return cls(db, storage.keep_fetches, storage.keep_events, now, batch=batch)
+
+    def step(self) -> bool:
+        """Prune one batch of each rule that has work left; True while any has more."""
+        if "fetches" in self.pending and self._fetches() < self.batch:
+            self.pending.discard("fetches")
+        if "events" in self.pending and self._events() < self.batch:
+            self.pending.discard("events")
+        return bool(self.pending)
+
+    def _fetches(self) -> int:
+        params = {"cutoff": self.fetch_cutoff, "after": self.after, "batch": self.batch}
+        with self.db.atomic():
+            gone = [row[0] for row in self.db.execute(_PRUNE_FETCHES, params)]
+        if gone:
+            self.after = max(gone)
+        self.removed["fetches"] += len(gone)
+        return len(gone)
+
+    def _events(self) -> int:
+        with self.db.atomic():
+            ids = [
+                row[0]
+                for row in self.db.execute(
+                    _SETTLED_EVENTS, {"cutoff": self.event_cutoff, "batch": self.batch}
+                )
+            ]
+            if ids:
+                self._empty(ids)
+        self.removed["events"] += len(ids)
+        return len(ids)
+
+    def _empty(self, ids: list[int]) -> None:
+        """Delete the events' deliveries and attempts; empty their payloads."""
+        marks = ",".join("?" * len(ids))
+        deliveries = (  # UNIQUE (sink_id, outbox_id) finds them, one probe per sink
+            "SELECT id FROM deliveries WHERE sink_id IN (SELECT id FROM sinks)"
+            f" AND outbox_id IN ({marks})"
+        )
+        self.removed["delivery_attempts"] += self.db.execute(
+            f"DELETE FROM delivery_attempts WHERE delivery_id IN ({deliveries})", ids
+        ).rowcount
+        self.removed["deliveries"] += self.db.execute(
+            f"DELETE FROM deliveries WHERE id IN ({deliveries})", ids
+        ).rowcount
+        self.db.execute(f"UPDATE outbox SET payload = '' WHERE id IN ({marks})", ids)

@@ -128,12 +128,14 @@ class PollWriter:
         snap = change.snapshot
         assert snap is not None
         item, texts = snap.item, snap.texts
+        # a summary identical to the content is stored once (NULL summary; migration 0009)
+        summary = None if item.content and item.summary == item.content else item.summary
         cur = self.db.execute(
             "INSERT INTO versions (entry_id, version, title, link, author, summary, content,"
             " summary_text, content_text, published_at, updated_at, content_hash, seen_at,"
             " fetch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                entry_id, number, texts["title"], texts["link"], texts["author"], item.summary,
+                entry_id, number, texts["title"], texts["link"], texts["author"], summary,
                 item.content, texts["summary"], texts["content"], item.published, item.updated,
                 snap.content_hash, self.at, self.fetch_id,
             ],

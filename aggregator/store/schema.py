@@ -440,3 +440,84 @@ def _story_keys(db: Database) -> None:
     finally:
         if enforced:
             db.execute("PRAGMA foreign_keys = ON")
+
+
+_READ_INDEXES = [
+    # `history`/`diff` ENTRY and the README's SQL find an entry by its key or URL
+    # (without these, each lookup scanned every entry: ~500,000 at 1,000,000 versions)
+    "CREATE INDEX IF NOT EXISTS idx_entries_key ON entries (key)",
+    "CREATE INDEX IF NOT EXISTS idx_entries_url ON entries (url)",
+    # headline_history, same columns and rows: its windows are partitioned by the entry's
+    # id and the columns that follow from it, so SQLite moves a filter on entry_id,
+    # entry_key, source or url inside them (before, every version was read first)
+    "DROP VIEW IF EXISTS headline_history",
+    """
+    CREATE VIEW headline_history AS
+    SELECT
+        source, entry_id, entry_key, url, version, headline,
+        seen_at AS since,
+        LEAD(seen_at) OVER (
+            PARTITION BY entry_id, entry_key, source, url ORDER BY version
+        ) AS until
+    FROM (
+        SELECT
+            s.name AS source,
+            e.id AS entry_id,
+            e.key AS entry_key,
+            e.url,
+            v.version,
+            v.title AS headline,
+            v.seen_at,
+            LAG(v.title) OVER (
+                PARTITION BY e.id, e.key, s.name, e.url ORDER BY v.version
+            ) AS previous
+        FROM versions v
+        JOIN entries e ON e.id = v.entry_id
+        JOIN sources s ON s.id = e.source_id
+    )
+    WHERE previous IS NULL OR previous IS NOT headline
+    """,
+]
+
+
+@migrations(name="0008_read_indexes")
+def _read_indexes(db: Database) -> None:
+    """Indexes and a view shape for reading a large history (1,000,000 versions)."""
+    for statement in _READ_INDEXES:
+        db.execute(statement)
+
+
+_STORAGE_BUDGET = [
+    # No query reads outbox by created_at; retention looks for events whose payload is
+    # not pruned yet by age, and this index holds only those (a few days of events).
+    "DROP INDEX IF EXISTS idx_outbox_created",
+    "CREATE INDEX IF NOT EXISTS idx_outbox_unpruned ON outbox (created_at) WHERE payload <> ''",
+    # Every read of an entry's versions uses UNIQUE (entry_id, version) instead.
+    "DROP INDEX IF EXISTS idx_versions_entry",
+    # Deleting an old fetches row checks its foreign keys: without these, each deleted
+    # row read every row of versions and of changes.
+    "CREATE INDEX IF NOT EXISTS idx_versions_fetch ON versions (fetch_id)",
+    "CREATE INDEX IF NOT EXISTS idx_changes_fetch ON changes (fetch_id)",
+    # The full-text index follows the columns it indexes only (it re-indexed a version
+    # on any update before).
+    "DROP TRIGGER IF EXISTS versions_fts_update",
+    """
+    CREATE TRIGGER versions_fts_update AFTER UPDATE OF title, summary_text, content_text
+    ON versions BEGIN
+        INSERT INTO versions_fts (versions_fts, rowid, title, summary_text, content_text)
+        VALUES ('delete', old.id, old.title, old.summary_text, old.content_text);
+        INSERT INTO versions_fts (rowid, title, summary_text, content_text)
+        VALUES (new.id, new.title, new.summary_text, new.content_text);
+    END
+    """,
+    # A summary identical to the content is stored once: summary is NULL (feedparser
+    # copies the content into the summary of an item that has none).
+    "UPDATE versions SET summary = NULL WHERE summary = content AND content <> ''",
+]
+
+
+@migrations(name="0009_storage_budget")
+def _storage_budget(db: Database) -> None:
+    """Indexes for retention, none that no query uses, and no summary equal to its content."""
+    for statement in _STORAGE_BUDGET:
+        db.execute(statement)
