@@ -135,7 +135,7 @@ def test_search_finds_text_since_edited_out(rig: WebRig, page: Any) -> None:
 
 
 def test_a_new_change_appears_without_a_reload(rig: WebRig, page: Any) -> None:
-    """With the changes page and a story open, a poll that stores changes shows up in both."""
+    """With the changes page, a story and a live blog open, a poll's changes show up in all."""
     page.goto(rig.url + "/")
     page.wait_for_selector("#live-status:has-text('live')")
     page.evaluate("window.notReloaded = true")
@@ -144,6 +144,10 @@ def test_a_new_change_appears_without_a_reload(rig: WebRig, page: Any) -> None:
     story.goto(f"{rig.url}/story/{rig.entry_id('wire', 'corridors')}")
     story.wait_for_selector("#live-status:has-text('live')")
     before = story.locator("#events > li").count()
+    blog = page.context.new_page()
+    blog.goto(f"{rig.url}/story/{rig.entry_id('blog', 'page')}")
+    blog.wait_for_selector("#live-status:has-text('live')")
+    post_events = blog.locator("#posts li.event").count()
     with ThreadPoolExecutor(1) as pool:  # Playwright's loop owns this thread
         pool.submit(rig.advance, 3).result()  # "corridors" comes back: restored
     restored = page.locator("#changes > li.kind-restored", has_text="Humanitarian corridors")
@@ -155,3 +159,4 @@ def test_a_new_change_appears_without_a_reload(rig: WebRig, page: Any) -> None:
     assert page.evaluate("window.notReloaded") is True
     story.locator("#events > li.kind-restored").wait_for(timeout=8000)
     assert story.locator("#events > li").count() == before + 1
+    blog.locator("#posts li.event").nth(post_events).wait_for(timeout=8000)  # a post changed

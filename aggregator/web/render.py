@@ -105,12 +105,15 @@ def events(rows: list[ChangeRow]) -> list[tuple[ChangeRow, Event]]:
 
 def live_payload(templates: Environment, row: ChangeRow) -> dict[str, Any]:
     """A new change for the live stream: its list row and its story-page item, as HTML."""
-    context = {"row": row, "event": event(row)}
+    ev = event(row)
+    context = {"row": row, "event": ev}
     return {
         "id": row.id,
         "entry_id": row.entry_id,
         "source": row.source,
         "kind": row.kind,
+        "title": ev.title_after or ev.title_before or plain(row.current_title),
+        "story": f"{templates.globals['root']}/story/{row.entry_id}",
         "row": templates.get_template("_change_row.html").render(context),
         "event": templates.get_template("_event.html").render(context),
     }

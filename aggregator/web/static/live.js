@@ -19,6 +19,26 @@
     return template.content.firstElementChild;
   }
 
+  // A live blog's post: its article on this page, or a new one on top of the posts.
+  function post(change) {
+    var found = document.getElementById("post-" + change.entry_id);
+    if (found) return found;
+    var article = document.createElement("article");
+    article.className = "post";
+    article.id = "post-" + change.entry_id;
+    var heading = document.createElement("h3");
+    var link = document.createElement("a");
+    link.href = change.story;
+    link.textContent = change.title || "(untitled post)";  // text, never markup
+    heading.appendChild(link);
+    article.appendChild(heading);
+    article.appendChild(document.createElement("ol")).className = "events";
+    var posts = document.getElementById("posts");
+    var first = posts.querySelector("article.post");
+    posts.insertBefore(article, first);
+    return article;
+  }
+
   source.addEventListener("hello", function () { say("live"); });
   source.addEventListener("change", function (message) {
     var change = JSON.parse(message.data);
@@ -31,7 +51,11 @@
       list.insertBefore(node, list.firstChild);
     } else if (events) {
       node = fragment(change.event);
-      events.appendChild(node);
+      if (String(change.entry_id) === main.getAttribute("data-entry")) {
+        events.appendChild(node);
+      } else {
+        post(change).querySelector("ol.events").appendChild(node);  // a live blog's post
+      }
     }
     if (node) node.classList.add("fresh");
     say("live · updated " + new Date().toLocaleTimeString());
