@@ -12,14 +12,15 @@ one story moved to a new key when one of these rules holds:
     recurring (another stored or listed entry of the source has it).
 ``slug``
     Links differ only in the last path segment (same host, same rest of
-    path, same query), headline similarity >= ``SLUG_TITLE``, text similarity
-    >= ``SLUG_TEXT`` and the two adding up to ``SLUG_SUM`` (an equal headline
-    needs text >= 0.5, a headline 0.8 alike text >= 0.7); not for a recurring
-    headline. Items with too little text to compare need equal headlines and
-    equal published times instead.
+    path, same query) and not only in its digits (``525.html`` and
+    ``526.html`` are two items of a catalogue, not a fixed slug); headline
+    similarity >= ``SLUG_TITLE``, text similarity >= ``SLUG_TEXT`` and the two
+    adding up to ``SLUG_SUM`` (an equal headline needs text >= 0.5, a headline
+    0.8 alike text >= 0.7); not for a recurring headline. Items with too
+    little text to compare need equal headlines and equal published times.
 ``text``
     Text similarity >= ``SAME_TEXT`` (whatever the headline), with at least
-    ``MIN_WORDS`` words on both sides.
+    ``SAME_TEXT_WORDS`` words on both sides (short templated texts look alike).
 
 Text similarity is ``difflib``'s ratio over the words of summary and content
 (case and punctuation aside; the first ``MAX_WORDS``), needing ``MIN_WORDS``
@@ -53,6 +54,7 @@ SLUG_TEXT = 0.5
 SLUG_SUM = 1.5
 SAME_TEXT = 0.9
 MIN_WORDS = 8
+SAME_TEXT_WORDS = 20
 MAX_WORDS = 400
 MAX_PUBLISHED_GAP = 12 * 3600.0
 TIE = 0.02
@@ -61,6 +63,7 @@ SHINGLE_SHARE = 0.2
 
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
 _WORD = re.compile(r"\w+")
+_LETTERS = re.compile(r"[^\W\d_]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,11 @@ class _Side:
     @cached_property
     def path(self) -> str:
         return urlsplit(self.texts.get("link", "")).path
+
+    @cached_property
+    def slug_words(self) -> tuple[str, ...]:
+        """The letters of the link's last path segment, digits and separators aside."""
+        return tuple(_LETTERS.findall(self.path.rstrip("/").rpartition("/")[2].casefold()))
 
     @cached_property
     def when(self) -> datetime | None:
@@ -233,7 +241,8 @@ def _rule(old: _Side, new: _Side, recurring: set[str]) -> tuple[float, str] | No
         return None
     fresh_title = bool(old.title) and old.title not in recurring
     same_title = fresh_title and old.title == new.title
-    slot = fresh_title and old.slot is not None and old.slot == new.slot and old.path != new.path
+    slot = fresh_title and old.slot is not None and old.slot == new.slot
+    slot = slot and old.slug_words != new.slug_words  # not an id like 525.html -> 526.html
     slot = slot and _bound(old.title, new.title, old.title_set, new.title_set) >= SLUG_TITLE
     if len(old.words) < MIN_WORDS or len(new.words) < MIN_WORDS:  # too little text
         if slot and same_title and old.when is not None and old.when == new.when:
@@ -249,7 +258,7 @@ def _rule(old: _Side, new: _Side, recurring: set[str]) -> tuple[float, str] | No
         return score, "headline"
     if slot and title >= SLUG_TITLE and text >= SLUG_TEXT and title + text >= SLUG_SUM:
         return score, "slug"
-    if text >= SAME_TEXT:
+    if text >= SAME_TEXT and min(len(old.words), len(new.words)) >= SAME_TEXT_WORDS:
         return score, "text"
     return None
 
