@@ -23,7 +23,7 @@ from aggregator.digest import FORMATS, build_digest, render
 from aggregator.digest.model import group_stories
 from aggregator.digest.text import render_story
 from aggregator.models import TRACKED_FIELDS
-from aggregator.store.queries import Reader, VersionRow
+from aggregator.store.queries import SEARCH_RANKED, Reader, VersionRow
 from aggregator.timeutil import ago, iso_to_db, now_db, parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -234,10 +234,12 @@ def search_command(
 ) -> None:
     """Full-text search over every version, including text since edited out.
 
-    Exits 1 when no version matches, like grep.
+    Best matches first; when more than 5,000 versions match, the best of the
+    newest 5,000. Exits 1 when no version matches, like grep.
     """
     with open_reader(config_path, database) as reader:
         hits = reader.search(" ".join(text), limit=limit)
+        partial = bool(hits) and reader.search_ranked(" ".join(text))
     if not hits:
         fail(f"no version matches {' '.join(text)!r}")
     by_entry: dict[int, list[Any]] = {}
@@ -251,6 +253,8 @@ def search_command(
             click.echo(f"  v{hit.version} {hit.seen_at[:16]}: {snippet}")
         if not any(h.current for h in group):
             click.echo(f"  (no longer in the current version v{entry.version_count})")
+    if partial:
+        click.echo(f"(more versions match: these are the best of the newest {SEARCH_RANKED:,})")
 
 
 @click.command("sources")

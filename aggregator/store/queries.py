@@ -97,6 +97,13 @@ class SearchHit:
     current: bool  # True when this is the entry's current version
 
 
+#: ``Reader.search`` ranks at most this many matching versions: the newest.
+SEARCH_RANKED = 5000
+
+#: ``resolve_entry`` lists at most this many entries when a term matches several.
+MATCHES_LISTED = 10
+
+
 def fts_query(text: str) -> str:
     """Quote user input as FTS5 phrases (all must match), so no character is syntax."""
     words = text.split()
@@ -196,9 +203,11 @@ class Reader:
 
     def activity(self, since: str, until: str, sources: list[str] | None = None) -> dict[str, Any]:
         """How many sources were polled in the window, and which are failing now."""
+        # one index probe per source (idx_fetches_source), not every poll of the window:
+        # 10,000 sources polled every few minutes log about a million polls a day
         polled_sql = (
-            "SELECT count(DISTINCT f.source_id) AS n FROM fetches f JOIN sources s"
-            " ON s.id = f.source_id WHERE f.started_at >= ? AND f.started_at < ?"
+            "SELECT count(*) AS n FROM sources s WHERE EXISTS (SELECT 1 FROM fetches f"
+            " WHERE f.source_id = s.id AND f.started_at >= ? AND f.started_at < ?)"
         )
         failing_sql = (
             "SELECT name, consecutive_failures AS failures, last_error FROM sources"
@@ -237,14 +246,23 @@ class Reader:
         alias = "e.id IN (SELECT entry_id FROM entry_keys WHERE key = ? OR url = ?)"
         steps.append((alias, [term, term]))
         steps.append(("s.name = ?", [term]))  # a page source's one entry, or its entries listed
-        prefix = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        steps.append(("e.key LIKE ? ESCAPE '\\' OR e.url LIKE ? ESCAPE '\\'", [prefix, prefix]))
-        if term:
+        # The last two steps can match much of a large history (a prefix such as
+        # "https://", a common word): each stops at MATCHES_LISTED + 1 entries.
+        limit = MATCHES_LISTED + 1
+        if term:  # a prefix, as ranges the key and URL indexes answer (case-sensitive)
+            upper = term[:-1] + chr(min(ord(term[-1]) + 1, 0x10FFFF))
             steps.append(
                 (
-                    "e.id IN (SELECT v.entry_id FROM versions_fts JOIN versions v"
-                    " ON v.id = versions_fts.rowid WHERE versions_fts MATCH ?)",
-                    [fts_query(term)],
+                    "e.id IN (SELECT id FROM entries WHERE key >= ? AND key < ? LIMIT ?)"
+                    " OR e.id IN (SELECT id FROM entries WHERE url >= ? AND url < ? LIMIT ?)",
+                    [term, upper, limit, term, upper, limit],
+                )
+            )
+            steps.append(
+                (
+                    "e.id IN (SELECT DISTINCT v.entry_id FROM versions_fts JOIN versions v"
+                    " ON v.id = versions_fts.rowid WHERE versions_fts MATCH ? LIMIT ?)",
+                    [fts_query(term), limit],
                 )
             )
         for where, params in steps:
@@ -253,11 +271,13 @@ class Reader:
                 return found[0]
             if found:
                 listed = "\n".join(
-                    f"  {e.id}  [{e.source}] {e.title}  ({e.key})" for e in found[:10]
+                    f"  {e.id}  [{e.source}] {e.title}  ({e.key})" for e in found[:MATCHES_LISTED]
                 )
-                more = f"\n  … and {len(found) - 10} more" if len(found) > 10 else ""
+                many = len(found) > MATCHES_LISTED
+                count = f"more than {MATCHES_LISTED}" if many else str(len(found))
+                more = "\n  …" if many else ""
                 raise StoreError(
-                    f"{len(found)} entries match {term!r}; give one of these ids:\n{listed}{more}"
+                    f"{count} entries match {term!r}; give one of these ids:\n{listed}{more}"
                 )
         raise StoreError(f"no entry matches {term!r} (try an id, key, URL or a word it contains)")
 
@@ -292,14 +312,21 @@ class Reader:
     # -- search and sources --------------------------------------------------
 
     def search(self, text: str, *, limit: int = 50) -> list[SearchHit]:
-        """Versions whose title or text match ``text`` (all words), best first."""
+        """Versions whose title or text match ``text`` (all words), best first.
+
+        Only the newest ``SEARCH_RANKED`` matching versions are ranked (``search_ranked``
+        says whether there were more): ranking every version that holds a common word
+        takes seconds in a large history.
+        """
+        query = fts_query(text)
         rows = self._rows(
             "SELECT v.entry_id, v.version, v.seen_at, e.current_version_id = v.id AS current,"
             " snippet(versions_fts, -1, char(2), char(3), '…', 16) AS snippet"
             " FROM versions_fts JOIN versions v ON v.id = versions_fts.rowid"
             " JOIN entries e ON e.id = v.entry_id"
-            " WHERE versions_fts MATCH ? ORDER BY rank, v.version LIMIT ?",
-            [fts_query(text), limit],
+            " WHERE versions_fts MATCH ? AND versions_fts.rowid >= ?"
+            " ORDER BY rank, v.version LIMIT ?",
+            [query, self._ranked_from(query), limit],
         )
         entries = {e.id: e for e in self._entries_by_id({r["entry_id"] for r in rows})}
         return [
@@ -312,6 +339,19 @@ class Reader:
             )
             for r in rows
         ]
+
+    def _ranked_from(self, query: str) -> int:
+        """The lowest version id among the newest ``SEARCH_RANKED`` matches (0: all of them)."""
+        row = self._rows(
+            "SELECT rowid AS id FROM versions_fts WHERE versions_fts MATCH ?"
+            " ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+            [query, SEARCH_RANKED],
+        )
+        return int(row[0]["id"]) + 1 if row else 0
+
+    def search_ranked(self, text: str) -> bool:
+        """True when ``search(text)`` ranked only the newest ``SEARCH_RANKED`` matches."""
+        return self._ranked_from(fts_query(text)) > 0
 
     def _entries_by_id(self, ids: set[int]) -> list[EntryRow]:
         if not ids:
