@@ -59,6 +59,7 @@ VALUES: dict[str, str] = {
     "/etc/aggregator/config.toml": "{workdir}/aggregator.toml",
     "/var/lib/aggregator/aggregator.db": "{workdir}/history.db",
     "/var/www/html/changes.atom": "{workdir}/changes.atom",
+    "/var/backups/aggregator.db": "{workdir}/backup.db",
 }
 # (option, placeholder) -> value, where the option decides what the placeholder means.
 OPTION_VALUES: dict[tuple[str, str], str] = {
@@ -106,6 +107,7 @@ EXPECT: dict[tuple[str, ...], str] = {
     ("run",): r"(?s)daemon\.started.*daemon\.stopped",
     ("serve",): r"<h1>Changes</h1>",  # the home page it served (see _run_serve)
     ("check",): r"read as (feed|page|liveblog): [1-9]\d* entries",
+    ("backup",): r"backed up \S+ to \S+: [\d.,]+ (KiB|MiB) in [\d.]+ s \(quick_check: ok\)",
 }
 OUTPUT_OPTIONS = ("--output", "-o")
 TIMEOUT = 60.0
