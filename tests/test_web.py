@@ -140,8 +140,9 @@ def test_json_endpoints_and_keyset_pages(rig: WebRig, client: httpx.Client) -> N
     change = first["changes"][0]
     assert set(change) >= {"id", "kind", "detected_at", "source", "entry_id", "story", "edits"}
     sources = client.get("/api/sources").json()["sources"]
-    assert {s["name"] for s in sources} == {"wire", "blog", "evil"}
-    assert all(s["consecutive_failures"] == 0 and s["versions"] >= 1 for s in sources)
+    assert {s["name"] for s in sources} == {"wire", "blog", "evil", "dead"}
+    healthy = [s for s in sources if s["name"] != "dead"]
+    assert all(s["consecutive_failures"] == 0 and s["entries"] >= 1 for s in healthy)
     stories = client.get("/api/stories?source=wire").json()["stories"]
     assert "talks" in {s["key"] for s in stories}
     talks = rig.entry_id("wire", "talks")
@@ -153,6 +154,15 @@ def test_json_endpoints_and_keyset_pages(rig: WebRig, client: httpx.Client) -> N
     evil = client.get(f"/api/stories/{rig.entry_id('evil', 'evil-1')}/versions/1").json()
     assert evil["link"] is None and "javascript" not in evil["summary_html"]
     assert client.get("/api/stories/999999").json() == {"error": "no story 999999"}
+
+
+def test_sources_page_puts_failing_sources_first_with_why(client: httpx.Client) -> None:
+    """The source that answers 404 is listed under "Failing now" with its error."""
+    page = client.get("/sources").text
+    failing = page[page.index("Failing now") : page.index("<h1>Sources")]
+    text = " ".join("".join(Tags(failing).text).split())
+    assert "dead" in text and "404" in text and "wire" not in text
+    assert "wire" in page[page.index("<h1>Sources") :]
 
 
 def test_search_shows_text_since_edited_out(client: httpx.Client) -> None:

@@ -93,9 +93,10 @@ def source_ids(reader: Reader, names: Iterable[str]) -> dict[str, int]:
     return {r["name"]: r["id"] for r in found}
 
 
-def source_names(reader: Reader) -> list[str]:
-    """Every source's name, sorted."""
-    return [r["name"] for r in rows(reader, "SELECT name FROM sources ORDER BY name")]
+def source_names(reader: Reader, limit: int = 200) -> list[str]:
+    """The first ``limit`` source names, sorted (for a menu; past that, a text field)."""
+    found = rows(reader, "SELECT name FROM sources ORDER BY name LIMIT ?", [limit])
+    return [r["name"] for r in found]
 
 
 def changes(
@@ -303,9 +304,9 @@ _SOURCE_COLUMNS = (
 def sources(
     reader: Reader, *, after: str = "", limit: int = 100, failing: bool = False
 ) -> list[dict[str, Any]]:
-    """Sources by name after ``after`` (keyset), each with its health and its entry and
-    version counts (summed from ``entries``, for these sources only); ``failing``: only
-    the sources failing now.
+    """Sources by name after ``after`` (keyset), each with its health and its number of
+    entries (counted on the index, for these sources only); ``failing``: only the sources
+    failing now, without the count.
     """
     where, params = "s.name > ?", [after]
     if failing:
@@ -315,19 +316,20 @@ def sources(
         f"SELECT {_SOURCE_COLUMNS} FROM sources s WHERE {where} ORDER BY s.name LIMIT ?",
         [*params, limit],
     )
-    ids = [r["id"] for r in found]
+    ids = [] if failing else [r["id"] for r in found]
     counts = {
         r["source_id"]: r
         for r in rows(
             reader,
-            "SELECT source_id, count(*) AS entries, sum(version_count) AS versions"
+            "SELECT source_id, count(*) AS entries"
             f" FROM entries WHERE source_id IN ({_marks(ids)}) GROUP BY source_id",
             ids,
         )
     }
+    default = None if failing else 0  # None: not counted
     for r in found:
         c = counts.get(r["id"], {})
-        r["entries"], r["versions"] = c.get("entries", 0), c.get("versions", 0) or 0
+        r["entries"] = c.get("entries", default)
     return found
 
 

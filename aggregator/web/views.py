@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 WINDOWS = ("1h", "24h", "7d", "30d")
 SOURCES_PAGE = 50
+SOURCE_MENU = 200  # more sources than this: the filter is a text field, not a menu
 ATOM_TYPE = "application/atom+xml"
 
 
@@ -111,6 +112,7 @@ def routes(web: Web) -> list[Route]:
             atom=f"{web.settings.root_path}/changes.atom{query.params()}",
             kinds=model.KINDS,
             windows=WINDOWS,
+            menu=SOURCE_MENU,
             tags=sorted(web.settings.tags),
             **data,
         )
@@ -311,7 +313,7 @@ def _changes_view(
         "events": render.events([r for r, _ in rows]),
         "next": rows[-1][0].id if more else None,
         "before": before,
-        "sources": queries.source_names(reader),
+        "sources": queries.source_names(reader, SOURCE_MENU + 1),
         "after": queries.max_change_id(reader),
     }
 
@@ -323,7 +325,7 @@ def _sources_view(
     found = queries.sources(reader, after=after, limit=size + 1)
     more = len(found) > size
     found = found[:size]
-    failing = queries.sources(reader, limit=500, failing=True) if with_failing else []
+    failing = queries.sources(reader, limit=100, failing=True) if with_failing else []
     return {
         "sources": found,
         "failing": failing if not after else [],
@@ -363,7 +365,7 @@ def _source_json(row: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "name", "kind", "url", "active", "interval_seconds", "last_fetch_at", "last_success_at",
         "last_change_at", "last_status", "last_error", "last_error_at", "consecutive_failures",
-        "next_check_at", "moved_from", "moved_at", "gone_at", "entries", "versions",
+        "next_check_at", "moved_from", "moved_at", "gone_at", "entries",
     )  # fmt: skip
     return {k: row.get(k) for k in keys}
 
