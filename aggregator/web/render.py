@@ -24,7 +24,6 @@ from aggregator.sanitize import clean_html, safe_link
 from aggregator.store.queries import ChangeRow, VersionRow
 from aggregator.web.queries import Entry
 
-TEXT_FIELDS = ("title", "summary_text", "content_text")
 T = TypeVar("T")
 
 
