@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from aggregator.cli import main
+from aggregator.detect import detect
+from aggregator.models import Item, Known, Snapshot
+from aggregator.normalize import snapshot
 from aggregator.store import Store, open_database
 from aggregator.store.schema import migrations
 from tests import liveblog_story, rekey_story
@@ -303,3 +307,33 @@ def test_migration_keeps_every_row_and_the_views(tmp_path: Path) -> None:
         assert "changes_new" not in names
     finally:
         store.close()
+
+
+def _known(story: Story, position: int) -> Known:
+    snap = _snap(story)
+    return Known(
+        position, story.link, snap.texts, snap.content_hash, 1, False, position,
+        snap.item.published, last_seen="2026-11-28 12:00:00.000",
+    )  # fmt: skip
+
+
+def _snap(story: Story) -> Snapshot:
+    summary = "".join(f"<p>{p}</p>" for p in story.paragraphs)
+    published = parsedate_to_datetime(story.published).strftime("%Y-%m-%d %H:%M:%S.000")
+    item = Item(story.link, story.title, story.link, story.author, summary, "", published)
+    return snapshot(item)
+
+
+def test_ambiguous_or_distant_pairs_are_not_linked() -> None:
+    """A story that left while two identical copies arrived links to neither (a tie); the
+    same headline and text published a day later is another edition, not a move."""
+    stored = {TYPO.link: _known(TYPO, 0), OLDER.link: _known(OLDER, 1)}
+    copy = replace(TYPO_FIXED, link=f"{rekey_story.BASE}/2026/11/28/zelensky-erdogan-call")
+    listing = [_snap(TYPO_FIXED), _snap(copy), _snap(OLDER)]
+    assert [c.kind for c in detect(stored, listing)] == ["new", "new", "removed"]
+
+    next_day = replace(TYPO_FIXED, published="Sun, 29 Nov 2026 08:00:00 GMT")
+    assert [c.kind for c in detect(stored, [_snap(next_day), _snap(OLDER)])] == [
+        "new", "removed",
+    ]  # fmt: skip
+    assert [c.kind for c in detect(stored, [_snap(TYPO_FIXED), _snap(OLDER)])] == ["moved"]
