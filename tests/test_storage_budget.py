@@ -4,12 +4,17 @@ with the same answers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from sqlite_utils import Database
 
+from aggregator import config as config_mod
+from aggregator import housekeeping
+from aggregator.scheduler import Daemon
 from aggregator.store import Store
 from aggregator.store.schema import migrations
 from tests import story
@@ -236,3 +241,38 @@ def test_migrated_database_prunes_as_the_daemon_would(tmp_path: Path) -> None:
         assert store.db.execute("PRAGMA foreign_key_check").fetchall() == []
     finally:
         store.close()
+
+
+def test_the_daemon_prunes_delivered_events_in_its_housekeeping(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's retention pass empties old delivered payloads (not only fetch rows)."""
+    monkeypatch.setattr(housekeeping, "RETENTION_FIRST", 0.05)
+    harness.extra = (
+        'keep_events = "1d"\n'
+        f'[[sinks]]\nkind = "jsonl"\nname = "log"\npath = "{tmp_path / "log.jsonl"}"\n'
+        '[schedule]\nstartup_spread = "1h"\n'
+    )
+    harness.add("world", "/feed.xml", interval="1h")
+    harness.server.serve("/feed.xml", story.rss(0))
+    harness.poll()  # three events, delivered to the jsonl sink
+    with sqlite3.connect(harness.db_path) as conn:
+        conn.execute("UPDATE outbox SET created_at = datetime('now', '-2 days')")
+    config = config_mod.load(harness.config_path)
+
+    def pruned() -> list[int]:
+        return [r["gone"] for r in harness.rows("SELECT payload = '' AS gone FROM outbox")]
+
+    async def main() -> None:
+        daemon = Daemon(config, handle_signals=False)
+        task = asyncio.create_task(daemon.run())
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if pruned() == [1, 1, 1]:
+                break
+        daemon.stop()
+        await task
+
+    asyncio.run(main())
+    assert pruned() == [1, 1, 1]
+    assert harness.rows("SELECT count(*) AS n FROM deliveries") == [{"n": 0}]
