@@ -365,7 +365,9 @@ class Reader:
             "SELECT s.name, s.kind, s.url, s.interval_seconds, s.active, s.last_success_at,"
             " s.last_error, s.last_error_at, s.consecutive_failures,"
             " (SELECT count(*) FROM entries e WHERE e.source_id = s.id) AS entries,"
-            " (SELECT count(*) FROM versions v JOIN entries e ON e.id = v.entry_id"
+            # versions from entries.version_count (idx_entries_source_versions), not by
+            # counting the rows of versions
+            " (SELECT coalesce(sum(e.version_count), 0) FROM entries e"
             "  WHERE e.source_id = s.id) AS versions"
             " FROM sources s ORDER BY s.name"
         )

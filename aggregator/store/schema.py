@@ -447,6 +447,19 @@ _READ_INDEXES = [
     # (without these, each lookup scanned every entry: ~500,000 at 1,000,000 versions)
     "CREATE INDEX IF NOT EXISTS idx_entries_key ON entries (key)",
     "CREATE INDEX IF NOT EXISTS idx_entries_url ON entries (url)",
+    # `sources` counts each source's entries and versions from this index alone, and the
+    # README's "stories edited most often" reads the top of the next one
+    "CREATE INDEX IF NOT EXISTS idx_entries_source_versions ON entries (source_id, version_count)",
+    "CREATE INDEX IF NOT EXISTS idx_entries_versions ON entries (version_count)",
+    # entries that disappeared, latest first: holds only the removed ones
+    "CREATE INDEX IF NOT EXISTS idx_entries_removed ON entries (removed_at)"
+    " WHERE removed_at IS NOT NULL",
+    # stories that moved to a new key (few among all changes)
+    "CREATE INDEX IF NOT EXISTS idx_changes_moved ON changes (detected_at) WHERE kind = 'moved'",
+    # idx_changes_detected also carries source_id and kind, so a time window's changes
+    # are counted by source and kind from the index alone
+    "DROP INDEX IF EXISTS idx_changes_detected",
+    "CREATE INDEX idx_changes_detected ON changes (detected_at, source_id, kind)",
     # headline_history, same columns and rows: its windows are partitioned by the entry's
     # id and the columns that follow from it, so SQLite moves a filter on entry_id,
     # entry_key, source or url inside them (before, every version was read first)
