@@ -197,10 +197,14 @@ def test_live_stream_pushes_a_change_stored_after_connecting(
 
 
 def test_a_token_guards_every_request(rig: WebRig, tmp_path: Path) -> None:
-    """With a token: 401 without it; Bearer works; ?token= sets a cookie and redirects."""
+    """With a token: 401 without it; Bearer works; ?token= sets a cookie and redirects.
+
+    Served as a proxy that strips ``/news`` would see it (``--root-path /news``): links and
+    the redirect carry the prefix.
+    """
     token = "s3cret-token-for-tests"
     proc, url = start_serve(
-        ["--db", str(rig.harness.db_path), "--port", "0"],
+        ["--db", str(rig.harness.db_path), "--port", "0", "--root-path", "/news"],
         tmp_path / "err",
         env={"AGGREGATOR_SERVE_TOKEN": token},
     )
@@ -211,9 +215,14 @@ def test_a_token_guards_every_request(rig: WebRig, tmp_path: Path) -> None:
             assert client.get("/api/sources", headers=bearer).status_code == 200
             assert client.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
             first = client.get(f"/sources?token={token}")
-            assert first.status_code == 303 and first.headers["location"] == "/sources"
-            assert "HttpOnly" in first.headers["set-cookie"]
-            assert client.get("/sources").status_code == 200  # the cookie now
+            assert first.status_code == 303 and first.headers["location"] == "/news/sources"
+            cookie = first.headers["set-cookie"]
+            assert "HttpOnly" in cookie and "Path=/news" in cookie
+            client.cookies.set("aggregator_token", token)  # as the browser sends it under /news
+            page = client.get("/sources")
+            assert page.status_code == 200
+            links = {a.get("href") for t, a in Tags(page.text).tags if t in ("a", "link")}
+            assert {"/news/", "/news/sources/wire", "/news/static/style.css"} <= links
     finally:
         stop_serve(proc)
 
