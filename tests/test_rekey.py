@@ -337,3 +337,16 @@ def test_ambiguous_or_distant_pairs_are_not_linked() -> None:
         "new", "removed",
     ]  # fmt: skip
     assert [c.kind for c in detect(stored, [_snap(TYPO_FIXED), _snap(OLDER)])] == ["moved"]
+
+
+def test_rekey_must_be_auto_or_off(tmp_path: Path) -> None:
+    """A misspelt rekey value stops the config load, naming the key and the choices."""
+    import pytest
+
+    from aggregator import config as config_mod
+    from aggregator.errors import ConfigError
+
+    path = tmp_path / "c.toml"
+    path.write_text('[[sources]]\nurl = "https://x.example/feed"\nrekey = "sometimes"\n')
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.rekey: must be one of auto, off"):
+        config_mod.load(path)
