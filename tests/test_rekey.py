@@ -350,3 +350,28 @@ def test_rekey_must_be_auto_or_off(tmp_path: Path) -> None:
     path.write_text('[[sources]]\nurl = "https://x.example/feed"\nrekey = "sometimes"\n')
     with pytest.raises(ConfigError, match=r"sources\[0\]\.rekey: must be one of auto, off"):
         config_mod.load(path)
+
+
+def test_a_batched_move_stays_a_move_and_passes_a_changed_filter() -> None:
+    """Folding a move with a later edit keeps kind moved, from the first old key to the last
+    new one; a sink whose kinds list `changed` gets it, one listing only `new` does not."""
+    from aggregator.config import SinkConfig
+    from aggregator.events import fold_events
+    from aggregator.notify.filters import Filter
+
+    def event(n: int, kind: str, moved: dict | None) -> dict:
+        base = {
+            "id": f"e{n}", "type": "change", "kind": kind, "source": {"name": "world"},
+            "entry": {"id": 1, "key": "k2", "url": "u2"}, "title": {"before": "a", "after": "a"},
+            "fields": ["key"] if moved else ["summary"], "diff": "", "words_changed": 3,
+            "version": {"before": n, "after": n + 1},
+        }  # fmt: skip
+        return {**base, "moved": moved} if moved else base
+
+    move = {"from": {"key": "k1", "url": "u1"}, "to": {"key": "k2", "url": "u2"}}
+    folded = fold_events([event(1, "moved", move), event(2, "changed", None)])
+    assert folded["kind"] == "moved" and folded["moved"] == move
+    assert folded["fields"] == ["key", "summary"]
+    wants_changed = Filter(SinkConfig(kind="stdout", name="a", kinds=["changed"]))
+    wants_new = Filter(SinkConfig(kind="stdout", name="b", kinds=["new"]))
+    assert wants_changed.accepts(folded) and not wants_new.accepts(folded)
