@@ -94,6 +94,9 @@ def event_html(event: Event) -> str:
         body = sanitize(event.summary_html) if event.summary_html else esc(event.text)
         if body.strip():
             out.append(f"<blockquote>{body}</blockquote>")
+    if event.moved_from != event.moved_to:  # links as text: an old one may be gone
+        moved = f"{esc(event.moved_from)} → {esc(event.moved_to)}"
+        out.append(f'<div class="moved">moved: {moved}</div>')
     for edit in event.edits:
         if edit.appended is not None:
             out.append(

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from aggregator.web.state import Web
 
 WINDOWS = ("1h", "24h", "7d", "30d")
+#: The kinds a list can be filtered by: the digest's, and a story moving to a new key.
+KINDS = (*model.KINDS, *(k for k in ("moved",) if k not in model.KINDS))
 SOURCES_PAGE = 50
 SOURCE_MENU = 200  # more sources than this: the filter is a text field, not a menu
 ATOM_TYPE = "application/atom+xml"
@@ -69,8 +71,8 @@ def resolve_query(reader: Reader, web: Web, params: dict[str, str]) -> Query:
     """The request's filters resolved against the database (source names to ids)."""
     source, kind, tag = params.get("source", ""), params.get("kind", ""), params.get("tag", "")
     since, story = params.get("since", ""), _int(params.get("story"), "story")
-    if kind and kind not in model.KINDS:
-        raise HTTPException(400, f"kind must be one of {', '.join(model.KINDS)}")
+    if kind and kind not in KINDS:
+        raise HTTPException(400, f"kind must be one of {', '.join(KINDS)}")
     names: list[str] = []
     if source:
         names.append(source)
@@ -110,7 +112,7 @@ def routes(web: Web) -> list[Route]:
             "changes.html",
             request,
             atom=f"{web.settings.root_path}/changes.atom{query.params()}",
-            kinds=model.KINDS,
+            kinds=KINDS,
             windows=WINDOWS,
             menu=SOURCE_MENU,
             tags=sorted(web.settings.tags),
