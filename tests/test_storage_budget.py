@@ -201,7 +201,12 @@ def test_migration_0009_keeps_every_answer_and_stores_a_copied_summary_once(
         indexes = {
             r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         }
-        assert {"idx_versions_fetch", "idx_changes_fetch", "idx_outbox_unpruned"} <= indexes
+        assert {
+            "idx_versions_fetch",
+            "idx_changes_fetch",
+            "idx_outbox_unpruned",
+            "idx_deliveries_outbox",
+        } <= indexes
         assert not {"idx_versions_entry", "idx_outbox_created"} & indexes
         assert store.db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert store.db.execute("PRAGMA foreign_key_check").fetchall() == []

@@ -56,8 +56,7 @@ WHERE o.payload <> '' AND o.created_at < :cutoff
   AND o.id <= COALESCE((SELECT MIN(cursor) FROM sinks), o.id)
   AND NOT EXISTS (
       SELECT 1 FROM deliveries d
-      WHERE d.sink_id IN (SELECT id FROM sinks) AND d.outbox_id = o.id
-        AND d.status IN ('pending', 'failed'))
+      WHERE d.outbox_id = o.id AND d.status IN ('pending', 'failed'))
   AND o.id NOT IN (
       SELECT CAST(j.value AS INTEGER) FROM deliveries d, json_each(d.folded) j
       WHERE d.sink_id IN (SELECT id FROM sinks) AND d.status IN ('pending', 'failed')
@@ -159,16 +158,25 @@ class RetentionPass:
         return len(ids)
 
     def _empty(self, ids: list[int]) -> None:
-        """Delete the events' deliveries and attempts; empty their payloads."""
+        """Delete the events' deliveries and attempts; write their rows again, payload ``''``.
+
+        A row emptied in place keeps its page as full as before (SQLite merges pages
+        when rows are deleted, not when they shrink), so each is deleted and inserted
+        again under the same id: the space goes back to the file for later writes.
+        """
         marks = ",".join("?" * len(ids))
-        deliveries = (  # UNIQUE (sink_id, outbox_id) finds them, one probe per sink
-            "SELECT id FROM deliveries WHERE sink_id IN (SELECT id FROM sinks)"
-            f" AND outbox_id IN ({marks})"
-        )
+        deliveries = f"SELECT id FROM deliveries WHERE outbox_id IN ({marks})"
         self.removed["delivery_attempts"] += self.db.execute(
             f"DELETE FROM delivery_attempts WHERE delivery_id IN ({deliveries})", ids
         ).rowcount
         self.removed["deliveries"] += self.db.execute(
-            f"DELETE FROM deliveries WHERE id IN ({deliveries})", ids
+            f"DELETE FROM deliveries WHERE outbox_id IN ({marks})", ids
         ).rowcount
-        self.db.execute(f"UPDATE outbox SET payload = '' WHERE id IN ({marks})", ids)
+        self.db.execute("DROP TABLE IF EXISTS temp.pruned_outbox")
+        self.db.execute(
+            f"CREATE TEMP TABLE pruned_outbox AS SELECT * FROM outbox WHERE id IN ({marks})", ids
+        )
+        self.db.execute("UPDATE temp.pruned_outbox SET payload = ''")
+        self.db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", ids)
+        self.db.execute("INSERT INTO outbox SELECT * FROM temp.pruned_outbox ORDER BY id")
+        self.db.execute("DROP TABLE temp.pruned_outbox")

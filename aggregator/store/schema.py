@@ -511,6 +511,9 @@ _STORAGE_BUDGET = [
     # row read every row of versions and of changes.
     "CREATE INDEX IF NOT EXISTS idx_versions_fetch ON versions (fetch_id)",
     "CREATE INDEX IF NOT EXISTS idx_changes_fetch ON changes (fetch_id)",
+    # Retention finds an event's deliveries, and deletes outbox rows (to write them again
+    # without their payload), through this: the foreign-key check of each deleted row too.
+    "CREATE INDEX IF NOT EXISTS idx_deliveries_outbox ON deliveries (outbox_id)",
     # The full-text index follows the columns it indexes only (it re-indexed a version
     # on any update before).
     "DROP TRIGGER IF EXISTS versions_fts_update",
