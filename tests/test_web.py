@@ -172,6 +172,8 @@ def test_search_shows_text_since_edited_out(client: httpx.Client) -> None:
     assert "Talks end with 'no progress' towards ceasefire" in text  # the story, as titled now
     assert "no longer in the current version (v3)" in text
     assert "<mark>invasion</mark>" in page
+    for odd in ('"', "\x00", "NEAR(a b)", "*"):
+        assert client.get("/search", params={"q": odd}).status_code == 200, odd
 
 
 def test_live_stream_pushes_a_change_stored_after_connecting(

@@ -174,7 +174,7 @@ def routes(web: Web) -> list[Route]:
         )
 
     async def search_page(request: Request) -> HTMLResponse:
-        text = request.query_params.get("q", "").strip()
+        text = model.plain(request.query_params.get("q", "")).strip()  # no NUL for FTS5
         groups: list[dict[str, Any]] = []
         error = ""
         if text:
