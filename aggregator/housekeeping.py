@@ -88,8 +88,11 @@ class Housekeeping:
             sdnotify.notify(f"STATUS={summary}")
 
     async def _retention_loop(self) -> None:
-        """Apply ``[storage]`` retention (fetch log, delivered events): a minute after start,
-        then hourly, one batch per store call so polls write in between."""
+        """Apply ``[storage]`` retention a minute after start, then hourly.
+
+        The fetch log and delivered events, one batch per store call, so polls write in
+        between.
+        """
         assert self.store is not None
         delay = RETENTION_FIRST
         while True:
@@ -104,6 +107,7 @@ class Housekeeping:
                 log.info("retention.pruned", **removed)
 
     async def _prune(self) -> dict[str, int]:
+        """One retention pass; how many rows each rule removed."""
         assert self.store is not None
         run = RetentionPass.of(self.store.store.db, self.config.storage)
         while await self.store.call(run.step):
