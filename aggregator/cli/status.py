@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,14 @@ def status_command(config_path: str | None, database: str | None, as_json: bool)
     finally:
         db.close()
     if as_json:
-        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        # compact: json's C encoder (an indent makes it the pure-Python one, ~5x slower
+        # on the 10,000 sources of a large deployment)
+        click.echo(json.dumps(report, ensure_ascii=False))
         return
-    click.echo(daemon_line(report["daemon"]))
-    click.echo(report["summary"])
-    for source in report["sources"]:
-        click.echo(source_line(source))
+    now = utcnow()
+    lines = [daemon_line(report["daemon"]), report["summary"]]
+    lines += [source_line(source, now) for source in report["sources"]]
+    click.echo("\n".join(lines))  # one write, however many sources
 
 
 def daemon_line(daemon: dict[str, Any] | None) -> str:
@@ -63,7 +66,7 @@ def daemon_line(daemon: dict[str, Any] | None) -> str:
     return line
 
 
-def source_line(source: dict[str, Any]) -> str:
+def source_line(source: dict[str, Any], now: datetime | None = None) -> str:
     """One source: state, next check and why, interval, last error, moves."""
     name = source["name"]
     if source["gone_at"] and source["gone_url"] == source["url"]:
@@ -72,7 +75,7 @@ def source_line(source: dict[str, Any]) -> str:
         state = (
             f"failing x{source['consecutive_failures']}" if source["consecutive_failures"] else "ok"
         )
-        text = f"  {name}: {state}, next check {_when(source['next_check_at'])}"
+        text = f"  {name}: {state}, next check {_when(source['next_check_at'], now)}"
         if source["schedule_reason"]:
             text += f" ({source['schedule_reason']})"
         if source["interval_now_seconds"]:
@@ -84,10 +87,10 @@ def source_line(source: dict[str, Any]) -> str:
     return text
 
 
-def _when(moment: str | None) -> str:
+def _when(moment: str | None, now: datetime | None = None) -> str:
     if not moment:
         return "not planned"
-    seconds = (from_db(moment) - utcnow()).total_seconds()
+    seconds = (from_db(moment) - (now or utcnow())).total_seconds()
     return "due now" if seconds <= 0 else f"in {_duration(seconds)}"
 
 

@@ -154,41 +154,55 @@ class Reader:
 
     def changes(self, since: str, until: str, sources: list[str] | None = None) -> list[ChangeRow]:
         """Changes detected in ``[since, until)``, oldest first, optionally for some sources."""
-        where, params = "detected_at >= ? AND detected_at < ?", [since, until]
+        where, params = "c.detected_at >= ? AND c.detected_at < ?", [since, until]
         if sources:
-            where += f" AND source IN ({','.join('?' * len(sources))})"
+            where += f" AND s.name IN ({','.join('?' * len(sources))})"
             params += sources
         return self._change_rows(where, params)
 
     def changes_after(self, change_id: int) -> list[ChangeRow]:
         """Changes with an id above ``change_id`` (the ones stored since), oldest first."""
-        return self._change_rows("change_id > ?", [change_id])
+        return self._change_rows("c.id > ?", [change_id])
 
     def entry_changes(self, entry_id: int) -> list[ChangeRow]:
         """Every change of one entry, oldest first."""
-        return self._change_rows("entry_id = ?", [entry_id])
+        return self._change_rows("c.entry_id = ?", [entry_id])
 
     def _change_rows(self, where: str, params: list[Any]) -> list[ChangeRow]:
-        rows = self._rows(f"SELECT * FROM change_log WHERE {where} ORDER BY change_id", params)
+        # change_log's rows, read from changes directly: the view joins both versions
+        # of each change, which _versions_by_id reads anyway
+        rows = self._rows(
+            "SELECT c.id, c.detected_at, s.name AS source, c.kind, c.fields, c.edit,"
+            " c.entry_id, e.key AS entry_key, e.url AS entry_url, e.title AS current_title,"
+            " c.old_version_id, c.new_version_id FROM changes c"
+            " JOIN entries e ON e.id = c.entry_id JOIN sources s ON s.id = c.source_id"
+            f" WHERE {where} ORDER BY c.id",
+            params,
+        )
         ids = {r[k] for r in rows for k in ("old_version_id", "new_version_id") if r[k]}
         versions = self._versions_by_id(ids)
-        return [
-            ChangeRow(
-                id=r["change_id"],
-                detected_at=r["detected_at"],
-                source=r["source"],
-                kind=r["kind"],
-                fields=tuple(json.loads(r["fields"] or "[]")),
-                edit=r["edit"],
-                entry_id=r["entry_id"],
-                entry_key=r["entry_key"],
-                url=r["url"] or "",
-                current_title=r["current_title"] or "",
-                old=versions.get(r["old_version_id"]),
-                new=versions.get(r["new_version_id"]),
+        out = []
+        for r in rows:
+            old, new = versions.get(r["old_version_id"]), versions.get(r["new_version_id"])
+            # as change_log's url: the new version's link, else the old's, else the entry's
+            link = (new.link if new else "") or (old.link if old else "")
+            out.append(
+                ChangeRow(
+                    id=r["id"],
+                    detected_at=r["detected_at"],
+                    source=r["source"],
+                    kind=r["kind"],
+                    fields=tuple(json.loads(r["fields"] or "[]")),
+                    edit=r["edit"],
+                    entry_id=r["entry_id"],
+                    entry_key=r["entry_key"],
+                    url=link or r["entry_url"] or "",
+                    current_title=r["current_title"] or "",
+                    old=old,
+                    new=new,
+                )
             )
-            for r in rows
-        ]
+        return out
 
     def _versions_by_id(self, ids: set[int]) -> dict[int, VersionRow]:
         found: dict[int, VersionRow] = {}
@@ -197,8 +211,8 @@ class Reader:
             chunk = ordered[start : start + 500]
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT {_VERSION_COLUMNS} FROM versions WHERE id IN ({marks})"
-            for row in self._rows(sql, chunk):
-                found[row["id"]] = _version(row)
+            for row in self.db.execute(sql, chunk).fetchall():
+                found[row[0]] = _version_of(row)
         return found
 
     def activity(self, since: str, until: str, sources: list[str] | None = None) -> dict[str, Any]:
@@ -364,13 +378,18 @@ class Reader:
         return self._rows(
             "SELECT s.name, s.kind, s.url, s.interval_seconds, s.active, s.last_success_at,"
             " s.last_error, s.last_error_at, s.consecutive_failures,"
-            " (SELECT count(*) FROM entries e WHERE e.source_id = s.id) AS entries,"
-            # versions from entries.version_count (idx_entries_source_versions), not by
-            # counting the rows of versions
-            " (SELECT coalesce(sum(e.version_count), 0) FROM entries e"
-            "  WHERE e.source_id = s.id) AS versions"
-            " FROM sources s ORDER BY s.name"
+            " coalesce(n.entries, 0) AS entries, coalesce(n.versions, 0) AS versions"
+            # one pass over idx_entries_source_versions; versions from version_count,
+            # not by counting the rows of versions
+            " FROM sources s LEFT JOIN (SELECT source_id, count(*) AS entries,"
+            "  sum(version_count) AS versions FROM entries GROUP BY source_id) n"
+            " ON n.source_id = s.id ORDER BY s.name"
         )
+
+
+def _version_of(row: tuple[Any, ...]) -> VersionRow:
+    """A ``VersionRow`` from a row of ``_VERSION_COLUMNS`` (NULL text as "")."""
+    return VersionRow(row[0], *("" if v is None else v for v in row[1:]))
 
 
 def _version(row: dict[str, Any]) -> VersionRow:
