@@ -122,10 +122,10 @@ def routes(web: Web) -> list[Route]:
     async def story_page(request: Request) -> HTMLResponse:
         entry_id = request.path_params["entry_id"]
         before = _int(request.query_params.get("before"), "before")
+        after = await web.read(queries.max_change_id)  # first: the stream sends anything newer
         data = await web.read(queries.story, entry_id, before=before)
         if data is None:
             raise HTTPException(404, f"no story {entry_id}")
-        after = await web.read(queries.max_change_id)
         root = web.settings.root_path
         return page(
             "story.html",
@@ -303,6 +303,7 @@ def _changes_view(
 ) -> dict[str, Any]:
     """One page of changes (newest first) and the id to continue from."""
     query = resolve_query(reader, web, params)
+    after = queries.max_change_id(reader)  # before the rows: the stream sends anything newer
     size = _int(params.get("limit"), "limit") or web.settings.page_size
     if size > 500:
         raise HTTPException(400, "limit: at most 500")
@@ -316,7 +317,7 @@ def _changes_view(
         "next": rows[-1][0].id if more else None,
         "before": before,
         "sources": queries.source_names(reader, SOURCE_MENU + 1),
-        "after": queries.max_change_id(reader),
+        "after": after,
     }
 
 
