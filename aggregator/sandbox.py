@@ -8,8 +8,9 @@ a pool of worker processes, never in the daemon:
   the response headers, the kind's validated options, the source's ``ignore``
   patterns and the ``[limits]``) goes in; a ``ParseOutput`` (the ``Parsed``
   items and their ``Snapshot``s) comes back;
-* each worker caps its own address space (``RLIMIT_AS``, ``[parse]
-  memory_limit``): a parse past it raises ``MemoryError`` in that worker only;
+* each worker caps its own address space (``RLIMIT_AS``: what it mapped at
+  start plus ``[parse] memory_limit``): a parse past it raises ``MemoryError``
+  in that worker only;
 * each task has a deadline (``[parse] time_limit``): past it, the worker is
   killed and replaced;
 * a worker that dies (SIGKILL, the kernel's OOM killer, a crash in C code) is
@@ -101,8 +102,7 @@ def run_task(task: ParseTask) -> ParseOutput:
         anchors = task.kind == "liveblog"  # a post's link keeps its #anchor
         snapshots = [snapshot(item, ignore, keep_fragment=anchors) for item in parsed.items]
     except MemoryError:
-        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-        raise ParseError(memory_reason(limit)) from None
+        raise ParseError(memory_reason(_allowance)) from None
     except RecursionError:
         raise ParseError("the document is nested too deeply to read") from None
     elapsed = int((time.perf_counter() - started) * 1000)
@@ -155,12 +155,34 @@ def memory_reason(limit: int) -> str:
     )
 
 
+#: This worker's ``[parse] memory_limit`` (0: uncapped), for the failure reason.
+_allowance = 0
+
+
+def address_space() -> int:
+    """Bytes of address space this process has mapped now (0 where /proc cannot say)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * resource.getpagesize()
+
+
 def _worker_init(memory_limit: int) -> None:
-    """Runs in each new worker: cap its memory, and be the first the OOM killer picks."""
+    """Runs in each new worker: cap its memory, and be the first the OOM killer picks.
+
+    The cap is what the worker has mapped at start plus ``memory_limit``: a worker
+    forked from a process that imported much (the CLI and its plugins map ~190 MiB
+    of shared libraries and reserved arenas, most of it never resident) still has
+    ``memory_limit`` to parse with.
+    """
+    global _allowance
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle
     with contextlib.suppress(OSError, ValueError):
         _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        resource.setrlimit(resource.RLIMIT_AS, (memory_limit, hard))
+        cap = address_space() + memory_limit
+        resource.setrlimit(resource.RLIMIT_AS, (cap if hard < 0 else min(cap, hard), hard))
+        _allowance = memory_limit
     with contextlib.suppress(OSError):
         Path("/proc/self/oom_score_adj").write_text("1000")
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +23,10 @@ from aggregator.config import ParseConfig
 from aggregator.errors import ParseError
 from aggregator.sandbox import ParsePool, ParseTask, run_task
 from tests import hostile_server as hs
+from tests.server import TestServer
 from tests.test_hostile import CONTROL_1, CONTROL_2, GOOD, Rig
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def talks_feed(items: int, *, broken: bool = False, filler: int = 0) -> bytes:
@@ -183,12 +188,12 @@ def test_a_worker_killed_mid_parse_fails_its_source_and_the_pass_completes(
 
 
 def test_a_worker_dying_before_it_took_its_task_restarts_the_pool_not_the_daemon() -> None:
-    # 64 MiB is about what a warm worker maps already: receiving a 12 MB body fails,
-    # the worker dies before acknowledging the task, and pebble gives the pool up.
+    # Receiving a 48 MB body needs its pickle and the bytes object, past a 64 MiB
+    # allowance: the worker dies before acknowledging the task, and pebble gives the pool up.
     pool = ParsePool(ParseConfig(workers=1, memory_limit="64MiB"))
     try:
         with pytest.raises(ParseError) as failed:
-            asyncio.run(pool.parse(task(talks_feed(2, filler=12 * 2**20))))
+            asyncio.run(pool.parse(task(talks_feed(2, filler=48 * 2**20))))
         pool.config = ParseConfig(workers=1)  # the next pool may use more
         after = asyncio.run(pool.parse(task(talks_feed(2))))
     finally:
@@ -212,3 +217,28 @@ def test_an_unexpected_error_in_a_parser_is_a_recorded_reason_not_a_pool_restart
         pool.close()
     assert "the telegraph parser failed on this response (ConfigError" in str(failed.value)
     assert before == after, "a parser's exception must not cost the worker"
+
+
+def test_a_worker_of_the_cli_has_its_whole_memory_limit_to_parse_with(
+    tmp_path: Path, server: TestServer
+) -> None:
+    """The CLI's imports map ~190 MiB before any parse; the cap counts only what a parse adds.
+
+    Regression: the cap was absolute, so a worker forked from the CLI (the daemon, `poll`,
+    `check`) was at its cap before parsing anything and an ordinary 2 MB feed failed as
+    "needed more than 192 MiB".
+    """
+    server.serve("/big.xml", talks_feed(1000, filler=2000))  # 2.1 MB
+    config = tmp_path / "aggregator.toml"
+    config.write_text('[parse]\nworkers = 1\nmemory_limit = "64MiB"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "aggregator", "check", server.url("/big.xml"), "-c", str(config)],
+        cwd=tmp_path,
+        env={**env, "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "read as feed: 1000 entries" in proc.stdout
