@@ -115,5 +115,6 @@ def run_demo(
         f"  aggregator search prisoner exchange{db}\n"
         f"  aggregator digest --format html -o digest.html{db}\n"
         f"  aggregator sources{db}\n"
+        f"  aggregator serve{db}                     # read it in a browser\n"
         f"  sqlite3 {database} 'SELECT * FROM headline_history'"
     )
