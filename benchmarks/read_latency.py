@@ -174,6 +174,34 @@ def subprocess_ms(argv: list[str]) -> float:
     return (time.perf_counter() - start) * 1000
 
 
+def digest_split(db: Path, repeat: int) -> None:
+    """Where ``digest --since 24h`` spends its CPU: the queries, the diffs, each renderer."""
+    from aggregator.digest import render
+    from aggregator.digest.model import build_digest, group_stories
+    from aggregator.store.queries import Reader
+    from aggregator.timeutil import ago, now_db
+
+    reader = Reader.open(db)
+    since, until = ago(86400), now_db()
+    rows = reader.changes(since, until)
+    digest = build_digest(reader, since, until)
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("queries: changes and their versions", lambda: reader.changes(since, until)),
+        ("queries: sources polled, failing", lambda: reader.activity(since, until)),
+        ("stories and word diffs", lambda: group_stories(rows)),
+    ]
+    steps += [(f"render {fmt}", lambda fmt=fmt: render(digest, fmt)) for fmt in FORMATS]
+    print(f"\ndigest --since 24h ({len(rows):,} changes), median CPU ms per step")
+    for label, step in steps:
+        cpus = []
+        for _ in range(repeat):
+            start = time.process_time()
+            step()
+            cpus.append((time.process_time() - start) * 1000)
+        print(f"  {label:<42} {statistics.median(cpus):>8.1f}", flush=True)
+    reader.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("db", type=Path)
@@ -183,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-subprocess", action="store_true", help="skip the process runs")
     parser.add_argument("--target", type=float, default=200.0, help="median target, ms")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--digest-split", action="store_true", help="also time the digest's steps apart"
+    )
     args = parser.parse_args(argv)
     if not args.db.is_file():
         parser.error(f"no database at {args.db}: build it with benchmarks/bigdb.py")
@@ -209,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                 wall = subprocess_ms(case.argv)
                 result["subprocess_ms"] = wall
                 print(f"{case.name:<44} {wall:>10.0f}", flush=True)
+    if args.digest_split:
+        digest_split(args.db, args.repeat)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
