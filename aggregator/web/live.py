@@ -18,8 +18,8 @@ from typing import Any
 import structlog
 from starlette.concurrency import run_in_threadpool
 
+from aggregator.store.browse import ChangeFilter
 from aggregator.store.queries import ChangeRow
-from aggregator.web.queries import ChangeFilter
 
 log = structlog.get_logger("aggregator.web")
 

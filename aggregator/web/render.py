@@ -21,8 +21,8 @@ from aggregator.diff import render_html, render_markers, word_diff
 from aggregator.digest.model import Event, describe, make_event, plain, short_time
 from aggregator.digest.page import event_html
 from aggregator.sanitize import clean_html, safe_link
+from aggregator.store.browse import Entry
 from aggregator.store.queries import ChangeRow, VersionRow
-from aggregator.web.queries import Entry
 
 T = TypeVar("T")
 

@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
+from aggregator.store import browse as queries
 from aggregator.store import open_database
 from aggregator.store.queries import Reader
-from aggregator.web import queries, render
+from aggregator.web import render
 from aggregator.web.live import LiveFeed
 
 HERE = Path(__file__).parent

@@ -18,10 +18,11 @@ from starlette.routing import Route
 from aggregator.digest import model
 from aggregator.digest.feeds import render_atom
 from aggregator.errors import StoreError
+from aggregator.store import browse as queries
+from aggregator.store.browse import ChangeFilter
 from aggregator.store.queries import ChangeRow, Reader
 from aggregator.timeutil import now_db, parse_duration, to_db, utcnow
-from aggregator.web import queries, render
-from aggregator.web.queries import ChangeFilter
+from aggregator.web import render
 
 if TYPE_CHECKING:
     from aggregator.web.state import Web
