@@ -148,6 +148,9 @@ def main() -> None:
     import aggregator.notify  # registers the sink kinds' option checkers
     import aggregator.parse  # noqa: F401  (and the source kinds')
     from aggregator import config as config_mod
+    from aggregator import log
+
+    log.configure(level="WARNING")  # the per-delivery debug lines would cost CPU of their own
 
     server, base = feedserver.start(args.feeds)
     passes: dict[str, dict[str, float]] = {}
