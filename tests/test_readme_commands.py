@@ -271,13 +271,7 @@ def _run_daemon(argv: list[str], workdir: Path, env: dict[str, str]) -> tuple[in
         proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=out, stderr=err, text=True)
         _wait_for(proc, err_path, ("daemon.started",), TIMEOUT)
         _wait_for(proc, err_path, ("poll.done", "poll.failed"), DAEMON_WAIT)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            returncode = proc.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            returncode = proc.wait()
+        returncode = _terminate(proc)
     return returncode, out_path.read_text(), err_path.read_text()
 
 
@@ -302,14 +296,19 @@ def _run_serve(argv: list[str], workdir: Path, env: dict[str, str]) -> tuple[int
         if found:
             with urllib.request.urlopen(found.group(1), timeout=TIMEOUT) as response:
                 page = response.read().decode()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            returncode = proc.wait(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            returncode = proc.wait()
+        returncode = _terminate(proc)
     return returncode, page, err_path.read_text()
+
+
+def _terminate(proc: subprocess.Popen[str]) -> int:
+    """SIGTERM (if still running); its exit status, killed after ``TIMEOUT``."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def _wait_for(proc: subprocess.Popen[str], log: Path, words: tuple[str, ...], wait: float) -> None:

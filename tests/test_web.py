@@ -16,21 +16,13 @@ import feedparser
 import httpx
 import pytest
 
-from tests.server import TestServer
-from tests.webrig import HOSTILE_TITLE, WebRig, start_serve, stop_serve
+from tests.webrig import HOSTILE_TITLE, WebRig, served_story, start_serve, stop_serve
 
 
 @pytest.fixture(name="rig", scope="module")
 def _rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebRig]:
-    server = TestServer().start()
-    rig = WebRig(tmp_path_factory.mktemp("web"), server)
-    try:
-        for epoch in range(3):
-            rig.advance(epoch)
-        yield rig.start()
-    finally:
-        rig.stop()
-        server.stop()
+    with served_story(tmp_path_factory.mktemp("web")) as rig:
+        yield rig
 
 
 @pytest.fixture(name="client", scope="module")

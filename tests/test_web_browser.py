@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.server import TestServer
-from tests.webrig import HOSTILE_TITLE, ROOT, WebRig
+from tests.webrig import HOSTILE_TITLE, ROOT, WebRig, served_story
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = ROOT / "docs" / "screenshot-story.png"
@@ -61,15 +60,8 @@ def _browser() -> Iterator[Any]:
 
 @pytest.fixture(name="rig", scope="module")
 def _rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebRig]:
-    server = TestServer().start()
-    rig = WebRig(tmp_path_factory.mktemp("webui"), server)
-    try:
-        for epoch in range(3):
-            rig.advance(epoch)
-        yield rig.start()
-    finally:
-        rig.stop()
-        server.stop()
+    with served_story(tmp_path_factory.mktemp("webui")) as rig:
+        yield rig
 
 
 @pytest.fixture(name="page")

@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -128,3 +130,17 @@ def stop_serve(proc: subprocess.Popen[str]) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait()
+
+
+@contextmanager
+def served_story(workdir: Path, epochs: int = 3) -> Iterator[WebRig]:
+    """The story polled through ``epochs`` states into a database under ``workdir``, served."""
+    server = TestServer().start()
+    rig = WebRig(workdir, server)
+    try:
+        for epoch in range(epochs):
+            rig.advance(epoch)
+        yield rig.start()
+    finally:
+        rig.stop()
+        server.stop()

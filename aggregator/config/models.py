@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -161,18 +162,12 @@ class SourceConfig(BaseModel):
             raise ValueError(f"not an http(s) URL: {value!r}")
         return value.strip()
 
-    @field_validator("removals")
+    @field_validator("removals", "rekey")
     @classmethod
-    def _removals(cls, value: str) -> str:
-        if value not in REMOVAL_POLICIES:
-            raise ValueError(f"must be one of {', '.join(REMOVAL_POLICIES)}, got {value!r}")
-        return value
-
-    @field_validator("rekey")
-    @classmethod
-    def _rekey(cls, value: str) -> str:
-        if value not in REKEY_POLICIES:
-            raise ValueError(f"must be one of {', '.join(REKEY_POLICIES)}, got {value!r}")
+    def _policy(cls, value: str, info: ValidationInfo) -> str:
+        choices = {"removals": REMOVAL_POLICIES, "rekey": REKEY_POLICIES}[info.field_name]
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
         return value
 
     @field_validator("ignore")
