@@ -202,3 +202,13 @@ def unique_keys(keys: Iterable[str]) -> list[str]:
         seen[key] = n + 1
         out.append(key if n == 0 else f"{key}#{n + 1}")
     return out
+
+
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+_TITLE_WORD = re.compile(r"\w+")
+
+
+def normal_title(title: str) -> str:
+    """A headline compared loosely: case, quote style, punctuation and spacing aside."""
+    text = unicodedata.normalize("NFKC", title).translate(_QUOTES).casefold()
+    return " ".join(_TITLE_WORD.findall(text))

@@ -33,9 +33,9 @@ from aggregator.store.thread import StoreThread
 
 log = structlog.get_logger("aggregator.pipeline")
 
-#: Polls past their fetch (a body held, parsed or being written) at most, per
-#: fetch slot and parse worker: what bounds memory when parsing or the single
-#: SQLite writer is slower than the network (a cold poll of 10,000 feeds).
+#: Polls in progress (fetching, parsing or being written) at most, per fetch slot
+#: and parse worker: what bounds memory when parsing or the single SQLite writer
+#: is slower than the network (a cold poll of 10,000 feeds).
 IN_FLIGHT_PER_SLOT = 4
 
 

@@ -37,7 +37,6 @@ entry once.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from functools import cached_property
 from urllib.parse import urlsplit
 
 from aggregator.models import Known, Snapshot
+from aggregator.normalize import normal_title
 
 HEADLINE_TEXT = 0.8
 SLUG_TITLE = 0.6
@@ -61,7 +61,6 @@ TIE = 0.02
 SHINGLE = 3
 SHINGLE_SHARE = 0.2
 
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
 _WORD = re.compile(r"\w+")
 _LETTERS = re.compile(r"[^\W\d_]+")
 
@@ -128,12 +127,6 @@ class _Side:
     @cached_property
     def when(self) -> datetime | None:
         return _moment(self.published)
-
-
-def normal_title(title: str) -> str:
-    """A headline compared loosely: case, quote style, punctuation and spacing aside."""
-    text = unicodedata.normalize("NFKC", title).translate(_QUOTES).casefold()
-    return " ".join(_WORD.findall(text))
 
 
 def text_similarity(a: Sequence[str], b: Sequence[str]) -> float | None:

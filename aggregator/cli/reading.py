@@ -238,8 +238,7 @@ def search_command(
     newest 5,000. Exits 1 when no version matches, like grep.
     """
     with open_reader(config_path, database) as reader:
-        hits = reader.search(" ".join(text), limit=limit)
-        partial = bool(hits) and reader.search_ranked(" ".join(text))
+        hits, partial = reader.search_ranked(" ".join(text), limit=limit)
     if not hits:
         fail(f"no version matches {' '.join(text)!r}")
     by_entry: dict[int, list[Any]] = {}

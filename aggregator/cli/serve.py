@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import socket
@@ -28,16 +27,6 @@ def _config(config_path: str | None) -> Config | None:
     except ConfigError as exc:
         fail(str(exc), code=2)
         raise  # unreachable
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -90,6 +79,7 @@ def serve_command(
     import uvicorn
 
     from aggregator.web import Settings, create_app
+    from aggregator.web.security import is_loopback
 
     log.configure(level=log_level)
     config = _config(config_path)

@@ -39,11 +39,6 @@ def safe_url(url: str) -> str | None:
     return safe_link(url) or None
 
 
-def sanitize(fragment: str) -> str:
-    """Feed HTML cut down to harmless formatting and http(s) links (``clean_html``)."""
-    return clean_html(fragment)
-
-
 def render_page(digest: Digest, *, title: str = "aggregator digest") -> str:
     """The digest as one HTML page."""
     parts = [
@@ -91,7 +86,7 @@ def event_html(event: Event) -> str:
         diff = diff_html(word_diff(event.title_before or "", event.title_after or ""))
         out.append(f"<div>headline: {diff}</div>")
     if event.kind == "new":
-        body = sanitize(event.summary_html) if event.summary_html else esc(event.text)
+        body = clean_html(event.summary_html) if event.summary_html else esc(event.text)
         if body.strip():
             out.append(f"<blockquote>{body}</blockquote>")
     if event.moved_from != event.moved_to:  # links as text: an old one may be gone

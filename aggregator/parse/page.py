@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import html
-import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -28,7 +27,7 @@ from selectolax.lexbor import LexborHTMLParser
 
 from aggregator.errors import ParseError
 from aggregator.models import Item, Parsed
-from aggregator.normalize import VOLATILE_PATTERNS, canonical_url, clean_text
+from aggregator.normalize import VOLATILE_PATTERNS, canonical_url, clean_text, normal_title
 from aggregator.parse.markup import (
     author_names,
     canonical_link,
@@ -164,12 +163,11 @@ def _scoped_html(tree: LexborHTMLParser, scope: str) -> str:
 HEAD_LINES = 3
 #: A line above the headline longer than this is article text, not a kicker or label.
 KICKER_CHARS = 80
-_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
 
 
 def _loose(text: str) -> str:
-    """A headline compared loosely: case, quote style, punctuation and spacing aside."""
-    return " ".join(re.findall(r"\w+", clean_text(text).translate(_QUOTES).casefold()))
+    """A headline compared loosely (``normal_title``), after markup and entities."""
+    return normal_title(clean_text(text))
 
 
 def _headlines(

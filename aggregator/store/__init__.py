@@ -26,7 +26,6 @@ from aggregator.errors import StoreError
 from aggregator.events import source_event
 from aggregator.models import Change, Known, Parsed, Snapshot
 from aggregator.store.outbox import DeliveryQueries
-from aggregator.store.retention import prune_fetches
 from aggregator.store.rows import (
     INSERT_FETCH,
     PollWriter,
@@ -225,10 +224,6 @@ class Store(DeliveryQueries):
         return found
 
     # -- writes ------------------------------------------------------------
-
-    def prune_fetches(self, keep_seconds: float) -> int:
-        """Delete ``fetches`` rows older than ``keep_seconds`` that nothing references."""
-        return prune_fetches(self.db, keep_seconds)
 
     def record_unchanged(self, source_id: int, fetch: FetchRecord) -> None:
         """Log a 304 or same-body poll; its bookkeeping rows are written in batches.

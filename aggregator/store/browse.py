@@ -13,11 +13,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aggregator.store.queries import ChangeRow, EntryRow, Reader, SearchHit, VersionRow, fts_query
-
-VERSION_COLUMNS = (
-    "id, entry_id, version, title, link, author, summary, content, summary_text,"
-    " content_text, seen_at"
+from aggregator.store.queries import (
+    _VERSION_COLUMNS,
+    ChangeRow,
+    EntryRow,
+    Reader,
+    SearchHit,
+    VersionRow,
+    _version_of,
+    fts_query,
 )
 
 
@@ -68,10 +72,8 @@ class StoryData:
 
 
 def rows(reader: Reader, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    """The rows of ``sql`` as dicts."""
-    cursor = reader.db.execute(sql, list(params))
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    """The rows of ``sql`` as dicts (an SQLite error is a ``StoreError``)."""
+    return reader._rows(sql, list(params))
 
 
 def _marks(values: Sequence[Any]) -> str:
@@ -199,19 +201,7 @@ def entries_by_id(reader: Reader, ids: Iterable[int]) -> dict[int, Entry]:
 
 def versions_by_id(reader: Reader, ids: Iterable[int]) -> dict[int, VersionRow]:
     """Versions by id."""
-    wanted = sorted(set(ids))
-    found: dict[int, VersionRow] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        sql = f"SELECT {VERSION_COLUMNS} FROM versions WHERE id IN ({_marks(chunk)})"
-        for r in rows(reader, sql, chunk):
-            found[r["id"]] = version_row(r)
-    return found
-
-
-def version_row(r: dict[str, Any]) -> VersionRow:
-    """A ``versions`` row; NULL text is ``""``."""
-    return VersionRow(**{k: ("" if v is None and k != "id" else v) for k, v in r.items()})
+    return reader._versions_by_id(set(ids))
 
 
 def story(
@@ -282,12 +272,11 @@ def version_pair(
     reader: Reader, entry_id: int, number: int
 ) -> tuple[VersionRow | None, VersionRow | None]:
     """Version ``number`` of an entry and the one before it (either may be ``None``)."""
-    found = rows(
-        reader,
-        f"SELECT {VERSION_COLUMNS} FROM versions WHERE entry_id = ? AND version IN (?, ?)",
+    found = reader._fetch(
+        f"SELECT {_VERSION_COLUMNS} FROM versions WHERE entry_id = ? AND version IN (?, ?)",
         [entry_id, number - 1, number],
     )
-    by_number = {r["version"]: version_row(r) for r in found}
+    by_number = {v.version: v for v in map(_version_of, found)}
     return by_number.get(number), by_number.get(number - 1)
 
 

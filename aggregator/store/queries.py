@@ -150,6 +150,12 @@ class Reader:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
+    def _fetch(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self.db.execute(sql, list(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"query failed: {exc}") from exc
+
     # -- changes -------------------------------------------------------------
 
     def changes(self, since: str, until: str, sources: list[str] | None = None) -> list[ChangeRow]:
@@ -317,22 +323,25 @@ class Reader:
 
     def versions(self, entry_id: int) -> list[VersionRow]:
         """Every version of an entry, oldest first."""
-        rows = self._rows(
+        rows = self._fetch(
             f"SELECT {_VERSION_COLUMNS} FROM versions WHERE entry_id = ? ORDER BY version",
             [entry_id],
         )
-        return [_version(r) for r in rows]
+        return [_version_of(r) for r in rows]
 
     # -- search and sources --------------------------------------------------
 
     def search(self, text: str, *, limit: int = 50) -> list[SearchHit]:
-        """Versions whose title or text match ``text`` (all words), best first.
+        """Versions whose title or text match ``text`` (all words), best first."""
+        return self.search_ranked(text, limit=limit)[0]
 
-        Only the newest ``SEARCH_RANKED`` matching versions are ranked (``search_ranked``
-        says whether there were more): ranking every version that holds a common word
-        takes seconds in a large history.
+    def search_ranked(self, text: str, *, limit: int = 50) -> tuple[list[SearchHit], bool]:
+        """``search``, and whether only the newest ``SEARCH_RANKED`` matches were ranked.
+
+        Ranking every version that holds a common word takes seconds in a large history.
         """
         query = fts_query(text)
+        ranked_from = self._ranked_from(query)
         rows = self._rows(
             "SELECT v.entry_id, v.version, v.seen_at, e.current_version_id = v.id AS current,"
             " snippet(versions_fts, -1, char(2), char(3), '…', 16) AS snippet"
@@ -340,10 +349,10 @@ class Reader:
             " JOIN entries e ON e.id = v.entry_id"
             " WHERE versions_fts MATCH ? AND versions_fts.rowid >= ?"
             " ORDER BY rank, v.version LIMIT ?",
-            [query, self._ranked_from(query), limit],
+            [query, ranked_from, limit],
         )
         entries = {e.id: e for e in self._entries_by_id({r["entry_id"] for r in rows})}
-        return [
+        hits = [
             SearchHit(
                 entry=entries[r["entry_id"]],
                 version=r["version"],
@@ -353,6 +362,7 @@ class Reader:
             )
             for r in rows
         ]
+        return hits, ranked_from > 0
 
     def _ranked_from(self, query: str) -> int:
         """The lowest version id among the newest ``SEARCH_RANKED`` matches (0: all of them)."""
@@ -362,10 +372,6 @@ class Reader:
             [query, SEARCH_RANKED],
         )
         return int(row[0]["id"]) + 1 if row else 0
-
-    def search_ranked(self, text: str) -> bool:
-        """True when ``search(text)`` ranked only the newest ``SEARCH_RANKED`` matches."""
-        return self._ranked_from(fts_query(text)) > 0
 
     def _entries_by_id(self, ids: set[int]) -> list[EntryRow]:
         if not ids:
@@ -390,10 +396,6 @@ class Reader:
 def _version_of(row: tuple[Any, ...]) -> VersionRow:
     """A ``VersionRow`` from a row of ``_VERSION_COLUMNS`` (NULL text as "")."""
     return VersionRow(row[0], *("" if v is None else v for v in row[1:]))
-
-
-def _version(row: dict[str, Any]) -> VersionRow:
-    return VersionRow(**{k: ("" if v is None and k not in ("id",) else v) for k, v in row.items()})
 
 
 def enqueue_digest(db: Database, payload: dict[str, Any]) -> bool:

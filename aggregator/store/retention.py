@@ -59,7 +59,7 @@ WHERE o.payload <> '' AND o.created_at < :cutoff
       WHERE d.outbox_id = o.id AND d.status IN ('pending', 'failed'))
   AND o.id NOT IN (
       SELECT CAST(j.value AS INTEGER) FROM deliveries d, json_each(d.folded) j
-      WHERE d.sink_id IN (SELECT id FROM sinks) AND d.status IN ('pending', 'failed')
+      WHERE d.status IN ('pending', 'failed')
         AND d.folded <> '[]')
 ORDER BY o.created_at LIMIT :batch
 """
@@ -78,14 +78,6 @@ def prune(
     while run.step():
         pass
     return run.removed
-
-
-def prune_fetches(db: Database, keep_seconds: float, *, now: datetime | None = None) -> int:
-    """Only the fetch-log rule: delete old ``fetches`` rows that brought no change."""
-    run = RetentionPass(db, keep_seconds, None, now)
-    while run.step():
-        pass
-    return run.removed["fetches"]
 
 
 class RetentionPass:

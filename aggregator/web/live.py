@@ -108,11 +108,16 @@ class LiveFeed:
         sub = Subscriber(filt, after)
         self.subscribers.add(sub)
         try:
-            missed = await run_in_threadpool(self._after, after) if after < self.last_id else []
-            for row, source_id in missed:
-                if row.id <= self.last_id and filt.matches(row, source_id):
-                    sub.last_id = row.id
-                    yield self._render(row)
+            until = self.last_id  # newer ones reach the queue: the subscriber is in
+            while after < until:  # missed ones, a page at a time (a laptop back from sleep)
+                missed = await run_in_threadpool(self._after, after)
+                if not missed:
+                    break
+                for row, source_id in missed:
+                    if row.id <= until and filt.matches(row, source_id):
+                        sub.last_id = row.id
+                        yield self._render(row)
+                after = missed[-1][0].id
             while True:
                 payload = await sub.queue.get()
                 if payload["id"] > sub.last_id:

@@ -13,6 +13,7 @@ history by DNS rebinding.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
@@ -38,7 +39,6 @@ HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
 ]
 COOKIE = "aggregator_token"
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 class Guard:
@@ -64,8 +64,14 @@ class Guard:
             await send(message)
 
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.check_host and _hostname(headers.get("host", "")) not in LOOPBACK_HOSTS:
-            await _plain(send_with_headers, 421, "This server answers only on 127.0.0.1.")
+        if self.check_host and not is_loopback(_hostname(headers.get("host", ""))):
+            await _plain(
+                send_with_headers,
+                421,
+                "This server answers only to loopback addresses: open it as http://127.0.0.1:PORT/"
+                " on this machine, or give it a token ([serve] token_env) or --behind-proxy to"
+                " serve other host names.",
+            )
             return
         if self.token is not None:
             verdict = self._authorize(scope, headers)
@@ -103,6 +109,16 @@ class Guard:
 
 def _same(given: str, token: str) -> bool:
     return hmac.compare_digest(given.encode(), token.encode())
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``[::1]`` with or without brackets)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _hostname(host: str) -> str:

@@ -107,7 +107,7 @@ def routes(web: Web) -> list[Route]:
 
     async def changes_page(request: Request) -> HTMLResponse:
         before = _int(request.query_params.get("before"), "before")
-        data = await web.read(_changes_view, web, dict(request.query_params), before)
+        data = await web.read(_changes_page_view, web, dict(request.query_params), before)
         query: Query = data["query"]
         return page(
             "changes.html",
@@ -314,12 +314,20 @@ def _changes_view(
     return {
         "query": query,
         "rows": rows,
-        "events": render.events([r for r, _ in rows]),
         "next": rows[-1][0].id if more else None,
         "before": before,
-        "sources": queries.source_names(reader, SOURCE_MENU + 1),
         "after": after,
     }
+
+
+def _changes_page_view(
+    reader: Reader, web: Web, params: dict[str, str], before: int | None
+) -> dict[str, Any]:
+    """``_changes_view`` plus what only the HTML page shows: the rendered events, the menu."""
+    data = _changes_view(reader, web, params, before)
+    data["events"] = render.events([r for r, _ in data["rows"]])
+    data["sources"] = queries.source_names(reader, SOURCE_MENU + 1)
+    return data
 
 
 def _sources_view(
@@ -329,10 +337,10 @@ def _sources_view(
     found = queries.sources(reader, after=after, limit=size + 1)
     more = len(found) > size
     found = found[:size]
-    failing = queries.sources(reader, limit=100, failing=True) if with_failing else []
+    first = with_failing and not after
     return {
         "sources": found,
-        "failing": failing if not after else [],
+        "failing": queries.sources(reader, limit=100, failing=True) if first else [],
         "next": found[-1]["name"] if more else None,
     }
 
