@@ -14,7 +14,7 @@ import structlog
 
 from aggregator import sdnotify
 from aggregator.digest.schedule import DigestJob, build_digest_jobs
-from aggregator.store import scheduling
+from aggregator.store import cluster, scheduling
 from aggregator.store.retention import RetentionPass
 
 if TYPE_CHECKING:
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from aggregator.config import Config
     from aggregator.schedule_policy import NetworkMonitor
+    from aggregator.store.cluster import Node
     from aggregator.store.thread import StoreThread
 
 log = structlog.get_logger("aggregator.scheduler")
@@ -43,6 +44,7 @@ class Housekeeping:
     network: NetworkMonitor
     started_at: str
     inflight: dict[asyncio.Task[Any], str]
+    node: Node
 
     def schedule_digests(self) -> None:
         """One cron job per ``[[digests]]`` entry; each enqueues its digest in the outbox."""
@@ -63,18 +65,24 @@ class Housekeeping:
         assert self.store is not None
         store = self.store.store
         summary = await self.store.call(scheduling.summary_line, store.db)
-        down = self.network.is_down(time.monotonic())
-        await self.store.call(
-            lambda: scheduling.write_daemon_state(
+        network = "down" if self.network.is_down(time.monotonic()) else "up"
+        inflight = list(self.inflight.values())
+
+        def write() -> None:
+            scheduling.write_daemon_state(
                 store,
                 state,
                 started_at=self.started_at,
                 config_path=self.config.path,
                 summary=summary,
-                inflight=list(self.inflight.values()),
-                network="down" if down else "up",
+                inflight=inflight,
+                network=network,
             )
-        )
+            cluster.heartbeat(
+                store, self.node, state, summary=summary, network=network, inflight=inflight
+            )
+
+        await self.store.call(write)
         return summary
 
     async def _heartbeat_loop(self) -> None:

@@ -28,7 +28,7 @@ from aggregator.fetchlog import error_record, fetch_record
 from aggregator.follow import companion_specs, follow_articles, follows
 from aggregator.parse import validate_options
 from aggregator.sandbox import ParseOutput, ParsePool, ParseTask
-from aggregator.store import FetchRecord, FetchState, SourceSpec, Store
+from aggregator.store import FetchRecord, FetchState, LeaseLost, SourceSpec, Store
 from aggregator.store.thread import StoreThread
 
 log = structlog.get_logger("aggregator.pipeline")
@@ -81,12 +81,14 @@ class Pipeline:
         #: apply after polls that parse nothing (304, identical body).
         self.hints: dict[str, tuple[int | None, frozenset[int]]] = {}
         slots = config.fetch.concurrency + config.parse.workers
-        self._in_flight = asyncio.Semaphore(IN_FLIGHT_PER_SLOT * slots)
+        #: Polls in progress at most (the daemon claims no more than this at once).
+        self.capacity = IN_FLIGHT_PER_SLOT * slots
+        self._in_flight = asyncio.Semaphore(self.capacity)
 
-    async def sync(self) -> dict[str, int]:
-        """Register the configured sources in the database."""
+    async def sync(self, keep: set[str] | frozenset[str] = frozenset()) -> dict[str, int]:
+        """Register the configured sources in the database (``keep``: others' to leave active)."""
         self.source_ids = await self.store.call(
-            self.store.store.sync_sources, source_specs(self.config)
+            self.store.store.sync_sources, source_specs(self.config), keep
         )
         self._options = {s.name: validate_options(s.kind, s.options) for s in self.config.sources}
         return self.source_ids
@@ -98,24 +100,31 @@ class Pipeline:
         chosen = sources if sources is not None else [s for s in self.config.sources if s.enabled]
         return list(await asyncio.gather(*(self.poll(s) for s in chosen)))
 
-    async def poll(self, source: SourceConfig) -> PollResult:
-        """Poll one source and record the result; never raises for the source's failures."""
+    async def poll(self, source: SourceConfig, claim: int | None = None) -> PollResult:
+        """Poll one source and record the result; never raises for the source's failures.
+
+        ``claim``: the claim the daemon holds on the source; if it lapsed before the
+        result was written, nothing is written and the outcome is ``lease_lost``.
+        """
         with structlog.contextvars.bound_contextvars(source=source.name):
             try:
                 async with self._in_flight:
-                    result = await self._poll(source)
+                    result = await self._poll(source, claim)
                 result.ttl_seconds, result.skip_hours = self.hints.get(
                     source.name, (None, frozenset())
                 )
                 if result.ok and follows(source):
                     await follow_articles(self, source)
+            except LeaseLost as exc:
+                log.warning("poll.lease_lost", error=str(exc))
+                return PollResult(source.name, "lease_lost", error=str(exc))
             except Exception as exc:  # a bug must not stop the other sources
                 log.exception("poll.crashed", error=str(exc))
                 result = PollResult(source.name, "error", error=f"internal error: {exc!r}")
             _log_result(result)
             return result
 
-    async def _poll(self, source: SourceConfig) -> PollResult:
+    async def _poll(self, source: SourceConfig, claim: int | None = None) -> PollResult:
         source_id = self.source_ids[source.name]
         state = await self._fetch_state(source_id)
         try:
@@ -126,7 +135,8 @@ class Pipeline:
                 headers=source.request_headers,
             )
         except FetchError as exc:
-            return await self._failed(source, source_id, error_record(state.url, exc), exc)
+            record = error_record(state.url, exc)
+            return await self._failed(source, source_id, record, exc, claim=claim)
         record = fetch_record(state.url, response)
         result = PollResult(
             source.name, record.outcome, status=response.status, cache_max_age=response.freshness
@@ -134,19 +144,19 @@ class Pipeline:
         if response.status == 304 or record.body_sha256 == state.body_sha256:
             record.outcome = "not_modified" if response.status == 304 else "same_body"
             record.body_sha256 = None
-            await self.store.call(self.store.store.record_unchanged, source_id, record)
+            await self.store.call(self.store.store.record_unchanged, source_id, record, claim)
             result.outcome = record.outcome
             return result
         try:
             task = parse_task(source, response, self.config.limits, self._options.get(source.name))
             output = await self.parsers.parse(task)
         except ParseError as exc:
-            return await self._failed(source, source_id, record, exc, result)
+            return await self._failed(source, source_id, record, exc, result, claim=claim)
         record.parse_ms = output.parse_ms
         for warning in output.warnings:
             log.warning("parse.warning", warning=warning)
         self.hints[source.name] = (output.parsed.ttl_seconds, output.parsed.skip_hours)
-        return await self.store.write(self._store, source, source_id, output, record, result)
+        return await self.store.write(self._store, source, source_id, output, record, result, claim)
 
     async def _failed(
         self,
@@ -155,10 +165,12 @@ class Pipeline:
         record: FetchRecord,
         exc: FetchError | ParseError,
         result: PollResult | None = None,
+        *,
+        claim: int | None = None,
     ) -> PollResult:
         """Record a failed poll (fetch or parse) and return its result."""
         record.outcome, record.error, record.body_sha256 = "error", str(exc), None
-        await self.store.write(self.store.store.record_fetch, source_id, record)
+        await self.store.write(self.store.store.record_fetch, source_id, record, claim)
         status = getattr(exc, "status", None) or record.status
         failed = result or PollResult(source.name, "error")
         failed.outcome, failed.error, failed.status = "error", str(exc), status
@@ -182,6 +194,7 @@ class Pipeline:
         output: ParseOutput,
         record: FetchRecord,
         result: PollResult,
+        claim: int | None = None,
     ) -> PollResult:
         """Detect and write; runs on the store's thread."""
         store: Store = self.store.store
@@ -194,7 +207,7 @@ class Pipeline:
             rekey=source.rekey,
         )
         record.outcome = "changed" if changes else "unchanged"
-        store.record_poll(source_id, record, parsed, snapshots, changes)
+        store.record_poll(source_id, record, parsed, snapshots, changes, claim)
         result.outcome = record.outcome
         result.counts.update(c.kind for c in changes)
         return result

@@ -1,30 +1,41 @@
 """The daemon: polls each source when it is due, politely, until SIGTERM.
 
-Every source's next check is a plan in one ``DueQueue``; a single APScheduler
-job (``sources``) fires when plans come due and starts those checks. Each check
-plans its own next one from ``aggregator.schedule_policy``, using the store's
-cached fetch state (no database round trip); the plan goes to
-``sources.next_check_at`` with the store's next batched write (within seconds,
-at the latest with the heartbeat), so a restart picks up where it left off
-instead of making everything due. Checks are never skipped for being late.
+The database is the schedule. Every source's next check is
+``sources.next_check_at``; a claim loop takes the sources that are due, as
+many as the pipeline has room for (``store.cluster.claim_due``: one node per
+source, the per-host cap held across nodes), and starts their checks. Each
+check plans its own next one from ``aggregator.schedule_policy``, using the
+store's cached fetch state (no database round trip); the plan goes to
+``sources.next_check_at`` with the store's next batched write (at the latest
+before the next claim), which also ends the claim. The loop sleeps until the
+earliest due time it knows of (its own plans, the database's) or, on
+PostgreSQL, ``OTHERS_EVERY`` at most, to see what other nodes planned or let go.
+Checks are never skipped for being late.
 
-Signals: SIGTERM/SIGINT stop scheduling, give in-flight polls
-``[schedule] shutdown_grace`` seconds, cancel the rest and close the database.
-SIGHUP re-reads the config: added sources start, removed ones stop (their
-history stays), changed timings apply; a bad config is logged and ignored.
-Under systemd the daemon speaks sd_notify (READY, STATUS, WATCHDOG, STOPPING).
+Several nodes (PostgreSQL): each is a row in ``nodes`` with a heartbeat;
+claims carry a lease in ``next_check_at``, so a node that dies leaves its
+sources due again when the lease lapses. On SQLite one daemon runs at a time
+(``NodeLock``). APScheduler runs the cron jobs (scheduled digests).
+
+Signals: SIGTERM/SIGINT stop claiming, give in-flight polls
+``[schedule] shutdown_grace`` seconds, cancel the rest, give back what this node
+holds and close the database. SIGHUP re-reads the config: added sources start,
+removed ones stop (their history stays), changed timings apply; a bad config is
+logged and ignored. Under systemd the daemon speaks sd_notify (READY, STATUS,
+WATCHDOG, STOPPING).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import signal
 import time
 from collections.abc import Coroutine
-from datetime import UTC, datetime
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,21 +46,25 @@ from aggregator import config as config_mod
 from aggregator import schedule_policy as policy
 from aggregator import sdnotify
 from aggregator.config import Config, SourceConfig
-from aggregator.errors import ConfigError
+from aggregator.errors import ConfigError, StoreError
 from aggregator.fetch import Fetcher
 from aggregator.housekeeping import Housekeeping
 from aggregator.notify.worker import DeliveryWorker
 from aggregator.pipeline import Pipeline, PollResult
 from aggregator.sandbox import ParsePool
-from aggregator.schedule_queue import DueQueue, epoch_now
-from aggregator.store import scheduling
+from aggregator.store import cluster, is_postgres, scheduling
+from aggregator.store.cluster import Claimed, ClaimRound, Node, NodeLock
 from aggregator.store.thread import StoreThread
-from aggregator.timeutil import now_db, to_db, utcnow
+from aggregator.timeutil import from_db, now_db, to_db, utcnow
 
 log = structlog.get_logger("aggregator.scheduler")
 
-#: The APScheduler job that starts the checks whose plans are due.
-SOURCES_JOB = "sources"
+#: Seconds between looks at the database for work other nodes planned or let go (PostgreSQL).
+OTHERS_EVERY = 2.0
+#: Seconds between looks when this node is the only one (SQLite): only its own plans matter.
+ALONE_EVERY = 60.0
+#: Seconds to wait before claiming again when due sources wait for a busy host.
+HOST_RETRY = 0.25
 
 
 def bounds_for(source: SourceConfig, config: Config) -> policy.Bounds:
@@ -64,14 +79,19 @@ def bounds_for(source: SourceConfig, config: Config) -> policy.Bounds:
     )
 
 
+def lease_for(config: Config) -> float:
+    """How long a claim holds a source: a whole poll's limits, with room to spare."""
+    return config.fetch.timeout + config.parse.time_limit + 60.0
+
+
 class Daemon(Housekeeping):
     """Schedules polls of every enabled source until stopped."""
 
     def __init__(self, config: Config, *, handle_signals: bool = True) -> None:
         self.config = config
         self.handle_signals = handle_signals
-        self.queue = DueQueue()
-        #: The adaptive interval each planned source is at (``sources.interval_now_seconds``).
+        self.node = Node.here(os.environ.get("AGGREGATOR_NODE") or None)
+        #: The adaptive interval each source is at (``sources.interval_now_seconds``).
         self.intervals: dict[str, float] = {}
         self.checking: set[str] = set()
         self.scheduler = AsyncIOScheduler(
@@ -87,6 +107,13 @@ class Daemon(Housekeeping):
         self.network = policy.NetworkMonitor(probe_interval=config.schedule.network_retry)
         self.rng = random.Random()
         self.started_at = now_db()
+        self.lock: NodeLock | None = None
+        self.claimer: asyncio.Task[Any] | None = None
+        #: Set to make the claim loop look again now (a plan came due sooner, room freed).
+        self.wake = asyncio.Event()
+        #: When the claim loop means to look next (epoch seconds).
+        self.look_at = float("inf")
+        self.shared = is_postgres(config.storage.database)
 
     @property
     def config(self) -> Config:
@@ -110,29 +137,31 @@ class Daemon(Housekeeping):
         )
         parsers = ParsePool(self.config.parse)
         try:
+            await self._join()
             async with Fetcher(self.config.fetch) as fetcher:
                 self.pipeline = Pipeline(self.config, self.store, fetcher, parsers)
-                await self.pipeline.sync()
+                await self.sync_sources()
                 parsers.start()  # the process tree is complete from the start
                 self._install_signals()
-                self.scheduler.add_job(
-                    self._dispatch, self.queue, id=SOURCES_JOB, name=SOURCES_JOB,
-                    next_run_time=self.queue.park(epoch_now()),
-                )  # fmt: skip
                 await self.schedule_sources()
                 self.schedule_digests()
-                self.delivery = await DeliveryWorker(self.config, self.store).start(self.stopping)
+                self.delivery = await DeliveryWorker(self.config, self.store, node=self.node).start(
+                    self.stopping
+                )
                 self.scheduler.start()
                 summary = await self._heartbeat("running")
                 sdnotify.notify("READY=1", f"STATUS={summary}")
                 log.info(
                     "daemon.started",
-                    sources=len(self.queue),
+                    sources=len(self.sources),
                     pid=os.getpid(),
+                    node=self.node.name,
+                    database=cluster.describe(self.store.store.db),
                     parse_workers=parsers.config.workers,
                     parse_memory_capped=parsers.memory_capped,
                 )
                 # Extra background tasks start here (they are cancelled in _drain).
+                self.claimer = self.start_task(self._claim_loop())
                 self.start_task(self._heartbeat_loop())
                 self.start_task(self._watchdog_loop())
                 self.start_task(self._retention_loop())
@@ -140,8 +169,34 @@ class Daemon(Housekeeping):
                 await self._drain()
         finally:
             parsers.close()
-            self.store.close()
+            await self._leave()
             log.info("daemon.stopped")
+
+    async def _join(self) -> None:
+        """Take this database's lock (SQLite) and add this node to ``nodes``."""
+        assert self.store is not None
+        store = self.store.store
+        if not self.shared:
+            lock = NodeLock(self.config.storage.database)
+            if not lock.acquire():
+                path = self.config.storage.database
+                raise StoreError(await self.store.call(cluster.holder_text, store.db, path))
+            self.lock = lock
+            await self.store.call(cluster.release_all, store)
+        names = sorted(self.sources)
+        await self.store.call(cluster.register, store, self.node, self.config.path, names)
+
+    async def _leave(self) -> None:
+        """Give back what this node holds, close the database, release the lock."""
+        if self.store is None:
+            return
+        if self.lock is not None or self.shared:  # it joined: give back what it holds
+            with contextlib.suppress(Exception):
+                await self.store.call(self.store.store.flush)
+                await self.store.call(cluster.release, self.store.store.db, self.node.id)
+        self.store.close()
+        if self.lock is not None:
+            self.lock.release()
 
     def stop(self) -> None:
         """Ask the daemon to stop (safe from a signal handler)."""
@@ -154,23 +209,51 @@ class Daemon(Housekeeping):
         task.add_done_callback(self.background.discard)
         return task
 
+    # -- sources ---------------------------------------------------------------
+
+    async def sync_sources(self) -> None:
+        """Register the configured sources; this node claims only those, and warns about
+        sources other running nodes are configured with that it is not."""
+        assert self.store is not None and self.pipeline is not None
+        store = self.store.store
+        others = await self.store.call(cluster.others_sources, store.db, self.node.id)
+        keep = set().union(*others.values()) if others else set()
+        await self.pipeline.sync(keep=keep)
+        mine = sorted(self.sources)
+        await self.store.call(cluster.set_mine, store, [self.pipeline.source_ids[n] for n in mine])
+        await self.store.call(cluster.set_sources, store, self.node, mine)
+        for other, theirs in others.items():
+            if missing := sorted(theirs - set(mine)):
+                log.warning(
+                    "cluster.config_differs",
+                    node=other,
+                    sources_not_here=missing[:20],
+                    count=len(missing),
+                    effect="this node leaves them to that node; their history is kept",
+                )
+
     # -- scheduling ----------------------------------------------------------
 
     async def schedule_sources(self, names: set[str] | None = None) -> None:
-        """Plan the first check of each enabled source (default: all of them)."""
+        """Plan the first check of each enabled source (default: all of them).
+
+        A source with a planned check in the future keeps it; one overdue or never
+        polled is spread over the start-up window. A source another node holds now
+        is left alone.
+        """
         assert self.store is not None
         states = await self.store.call(scheduling.source_states, self.store.store)
         now = utcnow()
-        store = self.store.store
         plans = []
         chosen = [n for n in self.sources if names is None or n in names]
         spread = policy.startup_window(self.config.schedule.startup_spread, len(chosen))
-        for name, source in self.sources.items():
-            if names is not None and name not in names:
-                continue
-            state = states[name]
+        for name in chosen:
+            source, state = self.sources[name], states[name]
             if state.gone:
                 log.warning("source.gone_skipped", source=name, url=state.url)
+                continue
+            self.intervals[name] = state.interval_now or source.interval
+            if state.held:
                 continue
             delay = policy.initial_delay(
                 now=now,
@@ -180,57 +263,110 @@ class Daemon(Housekeeping):
                 spread=spread,
                 rng=self.rng,
             )
-            at = _as_datetime(self._plan(name, delay))
-            interval = self.intervals[name] = state.interval_now or source.interval
-            plans.append((state.source_id, at, interval, "start-up"))
+            at = now + timedelta(seconds=delay)
+            plans.append((state.source_id, at, self.intervals[name], "start-up"))
         self._update_network_hosts()
-        await self.store.call(scheduling.save_schedules, store, plans)
+        await self.store.call(scheduling.save_schedules, self.store.store, plans)
+        self._look(time.time())
 
-    def _plan(self, name: str, delay: float) -> float:
-        """Plan the check of ``name`` in ``delay`` seconds; returns its due time (epoch)."""
-        due = epoch_now() + max(delay, 0.0)
-        self.queue.plan(name, due)
-        if due < self.queue.armed:  # earlier than the job's next run: bring it forward
-            self.queue.armed = due
-            self.scheduler.modify_job(SOURCES_JOB, next_run_time=_as_datetime(due))
-        return due
+    def _look(self, at: float) -> None:
+        """Make the claim loop look no later than ``at`` (epoch seconds)."""
+        if at < self.look_at:
+            self.look_at = at
+            self.wake.set()
 
-    def _unplan(self, name: str) -> None:
-        self.queue.forget(name)
-        self.intervals.pop(name, None)
+    @property
+    def capacity(self) -> int:
+        """How many more checks may start now."""
+        assert self.pipeline is not None
+        return max(0, self.pipeline.capacity - len(self.inflight))
 
-    async def _dispatch(self) -> None:
-        """The ``sources`` job: start the check of every source whose plan is due."""
+    async def _claim_loop(self) -> None:
+        """Claim due sources and start their checks, until the daemon stops."""
+        assert self.store is not None
+        while not self.stopping.is_set():
+            self.wake.clear()
+            try:
+                found = await self._claim()
+            except Exception as exc:  # the database is away: the loop waits and retries
+                log.warning("schedule.claim_failed", error=str(exc))
+                found = ClaimRound([], None, 0)
+                wait = 5.0
+            else:
+                wait = self._next_look(found)
+            self.look_at = time.time() + wait
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self.wake.wait()
+
+    async def _claim(self) -> ClaimRound:
+        assert self.store is not None
+        room = self.capacity
+        if room == 0:
+            return ClaimRound([], None, 1)
+        found = await self.store.call(
+            functools.partial(
+                cluster.claim_due,
+                self.store.store,
+                self.node,
+                limit=room,
+                lease=lease_for(self.config),
+                per_host=self.config.fetch.per_host,
+            )
+        )
         loop = asyncio.get_running_loop()
-        for name in self.queue.pop_ready():
-            if name in self.checking:  # re-planned by a reload mid-check: that check plans next
-                continue
-            task = loop.create_task(self._job(name))
-            self.inflight[task] = name
+        for claimed in found.claimed:
+            task = loop.create_task(self._job(claimed))
+            self.inflight[task] = claimed.name
             task.add_done_callback(self._check_done)
+        return found
+
+    def _next_look(self, found: ClaimRound) -> float:
+        """Seconds until the loop should claim again."""
+        now = time.time()
+        wait = OTHERS_EVERY if self.shared else ALONE_EVERY
+        if found.next_due is not None:
+            wait = min(wait, from_db(found.next_due).timestamp() - now)
+        if found.waiting:  # room or a host's cap: a finished check wakes the loop sooner
+            wait = min(wait, HOST_RETRY if self.capacity else OTHERS_EVERY)
+        return max(0.0, wait) + 0.001
 
     def _check_done(self, task: asyncio.Task[Any]) -> None:
         self.inflight.pop(task, None)
+        self.wake.set()  # room for another check; due sources may be waiting
 
     def _update_network_hosts(self) -> None:
         hosts = {urlsplit(s.url).hostname for s in self.sources.values()}
         self.network.min_hosts = min(3, len(hosts)) if len(hosts) >= 2 else 1 << 30
 
-    async def _job(self, name: str) -> None:
+    async def _job(self, claimed: Claimed) -> None:
+        name = claimed.name
         source = self.sources.get(name)
-        if source is None or self.stopping.is_set():
+        if source is None or self.stopping.is_set() or name in self.checking:
+            await self._give_back(claimed, source)
             return
+        if claimed.interval_now:
+            self.intervals[name] = claimed.interval_now
         self.checking.add(name)
         try:
-            await self._check(source)
+            await self._check(source, claimed.claim)
         except Exception as exc:  # a bug must not end this source's polling
             log.exception("schedule.crashed", source=name, error=str(exc))
             if not self.stopping.is_set():
-                self._plan(name, source.interval)
+                source_id = claimed.source_id
+                self._save(name, source_id, source.interval, None, "crashed", claimed.claim)
         finally:
             self.checking.discard(name)
 
-    async def _check(self, source: SourceConfig) -> None:
+    async def _give_back(self, claimed: Claimed, source: SourceConfig | None) -> None:
+        """Return a claim unused (removed from the config, or shutting down)."""
+        assert self.store is not None
+        at = None if source is None else now_db()
+        await self.store.call(
+            cluster.unclaim, self.store.store, claimed.source_id, claimed.claim, at
+        )
+
+    async def _check(self, source: SourceConfig, claim: int | None = None) -> None:
         assert self.store is not None and self.pipeline is not None
         store = self.store.store
         name = source.name
@@ -239,11 +375,13 @@ class Daemon(Housekeeping):
         clock = time.monotonic()
         if self.network.is_down(clock) and not self.network.take_probe(clock):
             delay = policy.jittered(self.network.probe_interval, self.rng)
-            self._save(name, source_id, delay, interval_now, "network down: waiting")
+            self._save(name, source_id, delay, interval_now, "network down: waiting", claim)
             return
         before = store.fetch_state(source_id)  # the store's cache: no round trip
         before_url = before.url if before is not None else source.url
-        result = await self.pipeline.poll(source)
+        result = await self.pipeline.poll(source, claim=claim)
+        if result.outcome == "lease_lost":
+            return  # another node holds the source now: it plans the next check
         after = store.fetch_state(source_id)
         current = self.sources.get(name)
         new_url = after.url if after is not None else before_url
@@ -265,21 +403,29 @@ class Daemon(Housekeeping):
         )
         if decision.gone:
             log.error("source.gone", source=name, url=new_url, error=result.error)
-            self._unplan(name)
+            self.intervals.pop(name, None)
             await self.store.call(scheduling.mark_gone, store, source_id, result.error)
             return
         delay = policy.jittered(decision.delay, self.rng)
         delay = policy.skip_hours_delay(utcnow(), delay, result.skip_hours)
-        self._save(name, source_id, delay, decision.interval, decision.reason)
+        self._save(name, source_id, delay, decision.interval, decision.reason, claim)
 
     def _save(
-        self, name: str, source_id: int, delay: float, interval: float | None, reason: str
+        self,
+        name: str,
+        source_id: int,
+        delay: float,
+        interval: float | None,
+        reason: str,
+        claim: int | None = None,
     ) -> None:
         """Plan the next check and hand it to the store's next batched write."""
         assert self.store is not None
-        at = self._plan(name, delay)
+        due = time.time() + max(delay, 0.0)
         interval = self.intervals[name] = interval or self.sources[name].interval
-        self.store.store.plan_check(source_id, to_db(_as_datetime(at)), interval, reason)
+        at = to_db(utcnow() + timedelta(seconds=max(delay, 0.0)))
+        self.store.store.plan_check(source_id, at, interval, reason, claim)
+        self._look(due)
         log.debug("schedule.next", source=name, delay=round(delay, 1), reason=reason)
 
     # -- reload ----------------------------------------------------------------
@@ -301,13 +447,13 @@ class Daemon(Housekeeping):
             new = new.model_copy(update={t: getattr(self.config, t) for t in fixed})
         old = self.sources
         self.config = self.pipeline.config = new
-        await self.pipeline.sync()
+        await self.sync_sources()
         current = self.sources
         removed = set(old) - set(current)
         added = set(current) - set(old)
         changed = {n for n in set(old) & set(current) if old[n] != current[n]}
         for name in removed:
-            self._unplan(name)
+            self.intervals.pop(name, None)
         await self.store_reset(changed)
         await self.schedule_sources(added | changed)
         self.schedule_digests()
@@ -338,6 +484,8 @@ class Daemon(Housekeeping):
     async def _drain(self) -> None:
         sdnotify.notify("STOPPING=1")
         log.info("daemon.stopping", inflight=sorted(self.inflight.values()))
+        if self.claimer is not None:  # no new checks from now on
+            self.claimer.cancel()
         self.scheduler.pause()
         pending: set[asyncio.Task[Any]] = set(self.inflight)
         if pending:
@@ -358,10 +506,6 @@ class Daemon(Housekeeping):
             await self.delivery.stop(self.config.schedule.shutdown_grace)
         with contextlib.suppress(Exception):
             await self._heartbeat("stopped")
-
-
-def _as_datetime(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
 
 
 def _observation(result: PollResult, failures: int, transport: bool) -> policy.Observation:

@@ -14,6 +14,7 @@ import pytest
 from aggregator import config as config_mod
 from aggregator.cli.poll import poll_once
 from aggregator.pipeline import PollResult
+from tests import pg
 from tests.server import TestServer
 
 _real_connect = socket.socket.connect
@@ -64,23 +65,32 @@ def write_config(path: Path, sources: list[dict[str, Any]], *, db: Path, extra: 
     return path
 
 
-def query_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    """Rows of ``sql`` on the database file ``db``, as dicts."""
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
+def query_rows(db: Path | str, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Rows of ``sql`` (``?`` placeholders) on the database ``db`` (a file or a URL), as dicts."""
+    if "://" in str(db):
+        from aggregator.store.db import connect
+
+        conn = connect(str(db))
+        try:
+            return conn.rows(sql, list(params))
+        finally:
+            conn.close()
+    lite = sqlite3.connect(db)
+    lite.row_factory = sqlite3.Row
     try:
-        return [dict(r) for r in conn.execute(sql, params)]
+        return [dict(r) for r in lite.execute(sql, params)]
     finally:
-        conn.close()
+        lite.close()
 
 
 class Harness:
     """A config plus database in a temp dir, polled against the test server."""
 
-    def __init__(self, tmp: Path, server: TestServer) -> None:
+    def __init__(self, tmp: Path, server: TestServer, database: Path | str | None = None) -> None:
         self.tmp = tmp
         self.server = server
-        self.db_path = tmp / "history.db"
+        #: The database: a file (SQLite), or a PostgreSQL URL in the tests run on both.
+        self.db_path: Path | str = database or tmp / "history.db"
         self.config_path = tmp / "aggregator.toml"
         self.sources: list[dict[str, Any]] = []
         self.extra = ""
@@ -109,9 +119,35 @@ class Harness:
         ]
 
 
+@pytest.fixture(name="backend")
+def _backend(request: pytest.FixtureRequest) -> str:
+    """``sqlite``, or each backend a module lists in ``BACKENDS`` (see pytest_generate_tests)."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture(name="database")
+def _database(backend: str, tmp_path: Path) -> Path | str:
+    """Where a test's history lives: a new SQLite file, or a new PostgreSQL database."""
+    if backend == "postgresql":
+        return pg.server().fresh()
+    return tmp_path / "history.db"
+
+
 @pytest.fixture(name="harness")
-def _harness(tmp_path: Path, server: TestServer) -> Harness:
-    return Harness(tmp_path, server)
+def _harness(tmp_path: Path, server: TestServer, database: Path | str) -> Harness:
+    return Harness(tmp_path, server, database)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module with ``BACKENDS = ("sqlite", "postgresql")`` runs its tests on each backend."""
+    backends = getattr(metafunc.module, "BACKENDS", None)
+    if backends and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", backends, indirect=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the PostgreSQL server the session started, if any."""
+    pg.stop_server()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from aggregator.store.queries import Reader
 from aggregator.store.schema import migrations
 from tests import story
 from tests.conftest import Harness
+
+#: Every test here runs on SQLite and on a real PostgreSQL server.
+BACKENDS = ("sqlite", "postgresql")
 
 
 def cli(*args: str) -> Result:
@@ -76,9 +80,25 @@ def test_search_finds_text_since_edited_out(polled: Harness) -> None:
 
 
 def test_search_treats_input_as_text(polled: Harness) -> None:
-    """FTS syntax in user input is quoted, not interpreted or crashing."""
-    result = cli("search", 'run" OR', "NEAR(", "--db", str(polled.db_path))
+    """FTS5 syntax in user input is plain text: no syntax error, nothing matched by it."""
+    result = cli("search", 'run" AND', "NEAR(", "*", "--db", str(polled.db_path))
     assert result.exit_code == 1 and "no version matches" in result.output  # like grep
+
+
+def test_search_understands_phrases_or_and_exclusions(polled: Harness) -> None:
+    """A phrase, OR and -word mean the same on both backends (PostgreSQL's web search)."""
+    db = str(polled.db_path)
+    assert cli("search", '"talks since"', "--db", db).exit_code == 0
+    assert cli("search", '"since talks"', "--db", db).exit_code == 1  # words out of order
+    both = cli("search", "breakthrough OR antalya", "--db", db)
+    only = cli("search", "antalya -breakthrough", "--db", db)
+    assert both.exit_code == 0 and only.exit_code == 0, (both.output, only.output)
+    hits = [line.split()[0] for line in both.output.splitlines() if line.startswith("  v")]
+    kept = [line.split()[0] for line in only.output.splitlines() if line.startswith("  v")]
+    assert "v3" in hits and kept and set(kept) < set(hits)  # v3 says "breakthrough"
+    assert "breakthrough" not in only.output.lower()
+    excluded = cli("search", "--db", db, "--", "-breakthrough")
+    assert excluded.exit_code != 0 and "only excludes" in excluded.output
 
 
 def test_sources_shows_health_and_counts(polled: Harness) -> None:
@@ -113,18 +133,18 @@ def test_reading_a_missing_database_says_what_to_do(tmp_path: Path) -> None:
 
 
 def test_reader_works_while_the_writer_holds_a_transaction(polled: Harness) -> None:
-    """WAL: a read-only reader sees the last committed state while a write is open."""
+    """A read-only reader sees the last committed state while a write is open."""
     store = Store.open(polled.db_path)
     try:
-        store.db.execute("BEGIN IMMEDIATE")
-        store.db.execute("UPDATE entries SET title = 'uncommitted' WHERE key = 'talks'")
-        reader = Reader.open(polled.db_path)
-        try:
-            assert reader.resolve_entry("talks").title == story.TALKS_1.title
-        finally:
-            reader.close()
+        with contextlib.suppress(InterruptedError), store.db.atomic():
+            store.db.execute("UPDATE entries SET title = 'uncommitted' WHERE key = 'talks'")
+            reader = Reader.open(polled.db_path)
+            try:
+                assert reader.resolve_entry("talks").title == story.TALKS_1.title
+            finally:
+                reader.close()
+            raise InterruptedError  # roll the write back
     finally:
-        store.db.conn.rollback()
         store.close()
 
 

@@ -63,11 +63,25 @@ class _Strict(BaseModel):
 class StorageConfig(_Strict):
     """``[storage]``: where the history lives."""
 
+    #: A file path (SQLite, the default) or a ``postgresql://`` URL (several nodes). The
+    #: password comes from the URL, ``PGPASSWORD``, ``~/.pgpass`` or libpq's ``passfile=``.
     database: str = Field(default_factory=lambda: default_database())
     keep_fetches: Duration = 90 * 86400.0
     #: Delivered events' payloads, deliveries and attempts older than this are pruned
     #: (an event a sink has not delivered yet is never pruned).
     keep_events: Duration = 3 * 86400.0
+
+    @field_validator("database")
+    @classmethod
+    def _location(cls, value: str) -> str:
+        if "://" in value:
+            scheme = value.split("://", 1)[0].lower()
+            if scheme not in ("postgresql", "postgres"):
+                raise ValueError(
+                    f"unsupported URL scheme {scheme + '://'!r}: use a file path (SQLite)"
+                    " or a postgresql:// URL"
+                )
+        return value
 
 
 class FetchConfig(_Strict):
@@ -424,8 +438,9 @@ class Config(_Strict):
 
 
 def default_database() -> str:
-    """``$AGGREGATOR_DB``, else ``$STATE_DIRECTORY/aggregator.db``, else ``./aggregator.db``."""
-    if env := os.environ.get("AGGREGATOR_DB"):
+    """``$AGGREGATOR_DATABASE`` (or ``$AGGREGATOR_DB``), else ``$STATE_DIRECTORY/aggregator.db``,
+    else ``./aggregator.db``."""
+    if env := os.environ.get("AGGREGATOR_DATABASE") or os.environ.get("AGGREGATOR_DB"):
         return env
     if state := os.environ.get("STATE_DIRECTORY"):
         return str(Path(state.split(":")[0]) / "aggregator.db")

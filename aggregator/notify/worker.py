@@ -32,6 +32,7 @@ from aggregator.notify import Sink, make_sink
 from aggregator.notify.base import DeliveryError
 from aggregator.notify.filters import Filter
 from aggregator.store import Store
+from aggregator.store.cluster import Node
 from aggregator.store.outbox import Delivery, OutboxEvent, Queued
 from aggregator.store.thread import StoreThread
 from aggregator.timeutil import from_db, now_db, to_db, utcnow
@@ -84,9 +85,15 @@ class DeliveryWorker:
     """Delivers the outbox to the configured sinks."""
 
     def __init__(
-        self, config: Config, store: StoreThread, *, backoff: Backoff | None = None
+        self,
+        config: Config,
+        store: StoreThread,
+        *,
+        backoff: Backoff | None = None,
+        node: Node | None = None,
     ) -> None:
         self.store = store
+        self.node = node
         self.backoff = backoff or Backoff(config.notify.retry_base, config.notify.retry_max)
         self.check_every = config.notify.check_every
         self.routes = [
@@ -261,7 +268,7 @@ def _committed_events(store: Store, sink_id: int) -> list[OutboxEvent]:
     A transaction left open across store calls (a batch still being written)
     may hold events that are not committed yet; its commit wakes the worker again.
     """
-    return [] if store.db.conn.in_transaction else store.events_after_cursor(sink_id)
+    return [] if store.db.in_transaction else store.events_after_cursor(sink_id)
 
 
 def _waiting(delivery: Delivery) -> bool:

@@ -1,30 +1,29 @@
-"""The only package that talks to SQLite.
+"""The only package that talks to the database (SQLite, or PostgreSQL for several nodes).
 
-``Store`` is a narrow front on a sqlite-utils ``Database``: the pipeline asks it
-what it knows about a source and hands it one fetch's results, which it writes
-in one transaction (fetch log, entries, versions, changes and their outbox
-events together), so a kill at any point leaves the database consistent.
+``Store`` is a narrow front on a ``Database`` (``store/db.py``): the pipeline asks
+it what it knows about a source and hands it one fetch's results, which it
+writes in one transaction (fetch log, entries, versions, changes and their
+outbox events together), so a kill at any point leaves the database consistent.
 
-A ``Store`` belongs to the thread that opened it (sqlite3 connections are per
-thread); the async pipeline runs every call on one writer thread.
+A ``Store`` belongs to the thread that opened it (one connection per thread);
+the async pipeline runs every call on one writer thread.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from sqlite_utils import Database
+from urllib.parse import urlsplit
 
 from aggregator.errors import StoreError
 from aggregator.events import source_event
 from aggregator.models import Change, Known, Parsed, Snapshot
+from aggregator.store.db import Database, connect, is_postgres, mask
 from aggregator.store.outbox import DeliveryQueries
 from aggregator.store.rows import (
     INSERT_FETCH,
@@ -36,7 +35,18 @@ from aggregator.store.rows import (
 from aggregator.store.schema import migrate
 from aggregator.timeutil import now_db
 
-__all__ = ["FetchRecord", "FetchState", "SourceSpec", "Store", "open_database"]
+__all__ = [
+    "Database",
+    "FetchRecord",
+    "FetchState",
+    "LeaseLost",
+    "SourceSpec",
+    "Store",
+    "connect",
+    "is_postgres",
+    "mask",
+    "open_database",
+]
 
 #: Unchanged polls (304 / same body) whose log rows wait to be written together.
 PENDING_MAX_ROWS = 500
@@ -84,23 +94,13 @@ class FetchState:
     consecutive_failures: int
 
 
-def open_database(path: str | Path, *, readonly: bool = False) -> Database:
-    """Open (and create) the database with WAL, foreign keys and a busy timeout."""
-    try:
-        if readonly:
-            conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=30)
-            db = Database(conn)
-        else:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            db = Database(sqlite3.connect(str(path), timeout=30))
-            db.enable_wal()
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA busy_timeout = 30000")
-        if not readonly:
-            db.execute("PRAGMA synchronous = NORMAL")
-    except (sqlite3.Error, OSError) as exc:
-        raise StoreError(f"cannot open database {path}: {exc}") from exc
-    return db
+class LeaseLost(StoreError):
+    """Another node holds the source now (this node's lease lapsed): nothing was written."""
+
+
+def open_database(location: str | Path, *, readonly: bool = False) -> Database:
+    """Open (and, unless ``readonly``, create) the database at a path or PostgreSQL URL."""
+    return connect(location, readonly=readonly)
 
 
 class Store(DeliveryQueries):
@@ -116,17 +116,21 @@ class Store(DeliveryQueries):
         self._pending_since = 0.0
         # Planned checks (next_check_at, interval, reason) by source id, written with
         # the batch above; ``plan_check`` may be called from any thread.
-        self._plans: dict[int, tuple[str, float, str]] = {}
+        self._plans: dict[int, tuple[str, float, str, int | None]] = {}
         self._plans_lock = threading.Lock()
 
     @classmethod
-    def open(cls, path: str | Path, *, failing_after: int = 3) -> Store:
-        """Open the database at ``path``, migrating it forward if needed."""
-        db = open_database(path)
+    def open(cls, location: str | Path, *, failing_after: int = 3) -> Store:
+        """Open the database at ``location`` (path or URL), migrating it forward if needed."""
+        db = connect(location)
         try:
             migrate(db)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot set up database {path}: {exc}") from exc
+        except StoreError as exc:
+            db.close()
+            raise StoreError(f"cannot set up database {mask(location)}: {exc}") from exc
+        except Exception as exc:  # sqlite-utils' own migration runner raises the driver's
+            db.close()
+            raise StoreError(f"cannot set up database {mask(location)}: {exc}") from exc
         return cls(db, failing_after=failing_after)
 
     def close(self) -> None:
@@ -136,8 +140,14 @@ class Store(DeliveryQueries):
 
     # -- sources -----------------------------------------------------------
 
-    def sync_sources(self, specs: Iterable[SourceSpec]) -> dict[str, int]:
+    def sync_sources(
+        self, specs: Iterable[SourceSpec], keep: Collection[str] = ()
+    ) -> dict[str, int]:
         """Insert or update configured sources; deactivate the ones no longer configured.
+
+        Args:
+            specs: the configured sources.
+            keep: names other running nodes are configured with: they stay active.
 
         Returns:
             The source id of each configured source, by name.
@@ -147,9 +157,10 @@ class Store(DeliveryQueries):
         with self.db.atomic():
             for spec in specs:
                 ids[spec.name] = self._upsert_source(spec, now)
-            names = list(ids) or [""]
-            marks = ",".join("?" * len(names))
-            self.db.execute(f"UPDATE sources SET active = 0 WHERE name NOT IN ({marks})", names)
+            wanted = set(ids) | set(keep)
+            rows = self.db.execute("SELECT id, name FROM sources WHERE active = 1").fetchall()
+            gone = [(row[0],) for row in rows if row[1] not in wanted]
+            self.db.executemany("UPDATE sources SET active = 0 WHERE id = ?", gone)
         self.load_fetch_states()
         return ids
 
@@ -165,27 +176,35 @@ class Store(DeliveryQueries):
         """The cached fetch state of ``source_id`` (``None`` if not loaded); any thread."""
         return self._states.get(source_id)
 
+    def remember_state(self, source_id: int, state: FetchState) -> None:
+        """Refresh the cache from the database's row (another node may have polled it)."""
+        self._states[source_id] = state
+
     def _upsert_source(self, spec: SourceSpec, now: str) -> int:
         row = self.db.execute(
-            "SELECT id, config_url FROM sources WHERE name = ?", [spec.name]
+            "SELECT id, config_url, url FROM sources WHERE name = ?", [spec.name]
         ).fetchone()
         if row is None:
             cur = self.db.execute(
-                "INSERT INTO sources (name, kind, url, config_url, interval_seconds, added_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [spec.name, spec.kind, spec.url, spec.url, spec.interval_seconds, now],
-            )
-            return int(cur.lastrowid or 0)
-        source_id, config_url = row
+                "INSERT INTO sources (name, kind, url, config_url, interval_seconds, added_at,"
+                " host) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                [
+                    spec.name, spec.kind, spec.url, spec.url, spec.interval_seconds, now,
+                    host_of(spec.url),
+                ],
+            )  # fmt: skip
+            return int(cur.fetchone()[0])
+        source_id, config_url, url = row
         if config_url != spec.url:  # the user pointed the source elsewhere: start afresh
+            url = spec.url
             self.db.execute(
                 "UPDATE sources SET url = ?, config_url = ?, etag = NULL, last_modified = NULL,"
                 " body_sha256 = NULL WHERE id = ?",
                 [spec.url, spec.url, source_id],
             )
         self.db.execute(
-            "UPDATE sources SET kind = ?, interval_seconds = ?, active = 1 WHERE id = ?",
-            [spec.kind, spec.interval_seconds, source_id],
+            "UPDATE sources SET kind = ?, interval_seconds = ?, active = 1, host = ? WHERE id = ?",
+            [spec.kind, spec.interval_seconds, host_of(url), source_id],
         )
         return int(source_id)
 
@@ -225,7 +244,9 @@ class Store(DeliveryQueries):
 
     # -- writes ------------------------------------------------------------
 
-    def record_unchanged(self, source_id: int, fetch: FetchRecord) -> None:
+    def record_unchanged(
+        self, source_id: int, fetch: FetchRecord, claim: int | None = None
+    ) -> None:
         """Log a 304 or same-body poll; its bookkeeping rows are written in batches.
 
         Only the ``fetches`` row and the source's ``last_fetch_at``/validators wait
@@ -236,7 +257,7 @@ class Store(DeliveryQueries):
         """
         state = self._states.get(source_id)
         if state is None or state.consecutive_failures or fetch.moved_to:
-            self.record_fetch(source_id, fetch)
+            self.record_fetch(source_id, fetch, claim)
             return
         if not self._pending:
             self._pending_since = time.monotonic()
@@ -248,13 +269,26 @@ class Store(DeliveryQueries):
         ):
             self.flush()
 
-    def plan_check(self, source_id: int, next_check_at: str, interval: float, reason: str) -> None:
+    def plan_check(
+        self,
+        source_id: int,
+        next_check_at: str,
+        interval: float,
+        reason: str,
+        claim: int | None = None,
+    ) -> None:
         """Remember the source's next planned check; written with the next batch (any thread).
 
-        A kill -9 can lose the latest plan (start-up spreads overdue sources anyway).
+        ``claim`` is the claim the poll ran under: the plan then also releases it,
+        and is dropped if the claim no longer holds. A kill -9 can lose the latest
+        plan: the source is due again when its lease lapses.
         """
         with self._plans_lock:
-            self._plans[source_id] = (next_check_at, interval, reason)
+            self._plans[source_id] = (next_check_at, interval, reason, claim)
+
+    def has_plans(self) -> bool:
+        """Whether planned checks wait to be written (any thread)."""
+        return bool(self._plans)
 
     def drop_plan(self, source_id: int) -> None:
         """Forget a planned check that was not written yet (any thread)."""
@@ -269,27 +303,55 @@ class Store(DeliveryQueries):
             return
         pending, self._pending = self._pending, []
         with self.db.atomic():
-            self.db.conn.executemany(
-                INSERT_FETCH, [_fetch_row(i, f, None, 0) for i, f, _ in pending]
-            )
-            self.db.conn.executemany(
+            self.db.executemany(INSERT_FETCH, [_fetch_row(i, f, None, 0) for i, f, _ in pending])
+            self.db.executemany(
                 "UPDATE sources SET last_fetch_at = ?, last_success_at = ?, etag = ?,"
                 " last_modified = ? WHERE id = ?",
                 [(at, at, f.etag, f.last_modified, i) for i, f, at in pending],
             )
-            self.db.conn.executemany(
-                "UPDATE sources SET next_check_at = ?, interval_now_seconds = ?,"
-                " schedule_reason = ? WHERE id = ?",
-                [(*plan, i) for i, plan in plans.items()],
-            )
+            self._write_plans(plans)
 
-    def record_fetch(self, source_id: int, fetch: FetchRecord) -> int:
-        """Log a fetch that produced no parse (304, same body, or an error)."""
+    def _write_plans(self, plans: dict[int, tuple[str, float, str, int | None]]) -> None:
+        """Write planned checks; a claimed source's plan also ends its claim.
+
+        A plan made under a claim is written only if that claim still holds it
+        (its lease may have lapsed and another node taken the source since).
+        """
+        free = [(*p[:3], i) for i, p in plans.items() if p[3] is None]
+        held = [(*p[:3], i, p[3]) for i, p in plans.items() if p[3] is not None]
+        self.db.executemany(
+            "UPDATE sources SET next_check_at = ?, interval_now_seconds = ?,"
+            " schedule_reason = ? WHERE id = ?",
+            free,
+        )
+        self.db.executemany(
+            "UPDATE sources SET next_check_at = ?, interval_now_seconds = ?,"
+            " schedule_reason = ?, claimed_by = NULL WHERE id = ? AND claim = ?",
+            held,
+        )
+
+    def record_fetch(self, source_id: int, fetch: FetchRecord, claim: int | None = None) -> int:
+        """Log a fetch that produced no parse (304, same body, or an error).
+
+        Raises:
+            LeaseLost: ``claim`` no longer holds the source; nothing was written.
+        """
         self.flush()
         with self.db.atomic():
+            self._hold(source_id, claim)
             fetch_id = self._insert_fetch(source_id, fetch, entries=None, changes=0)
             self._update_source(source_id, fetch, title=None, changed=False)
         return fetch_id
+
+    def _hold(self, source_id: int, claim: int | None) -> None:
+        """Check (and on PostgreSQL lock) that ``claim`` still holds the source."""
+        if claim is None:
+            return
+        cur = self.db.execute(
+            "UPDATE sources SET claim = claim WHERE id = ? AND claim = ?", [source_id, claim]
+        )
+        if cur.rowcount != 1:
+            raise LeaseLost(f"source {source_id}: claim {claim} lapsed; another node has it")
 
     def record_poll(
         self,
@@ -298,29 +360,46 @@ class Store(DeliveryQueries):
         parsed: Parsed,
         snapshots: Sequence[Snapshot],
         changes: Sequence[Change],
+        claim: int | None = None,
     ) -> list[int]:
         """Write one parsed fetch: its log row, every change, version and outbox event.
 
-        All of it is one transaction. Returns the ids of the ``changes`` rows.
+        All of it is one transaction. The source's first successful listing is its
+        baseline: its changes are stored and marked ``baseline``, and their events
+        go to no sink unless it asks for them. Returns the ids of the ``changes`` rows.
+
+        Raises:
+            LeaseLost: ``claim`` no longer holds the source; nothing was written.
         """
         self.flush()
         with self.db.atomic():
+            self._hold(source_id, claim)
             source = self.source(source_id)
             fetch_id = self._insert_fetch(source_id, fetch, len(snapshots), len(changes))
             positions = {s.item.key: i for i, s in enumerate(snapshots)}
-            writer = PollWriter(self.db, source, fetch_id, fetch.started_at, positions)
+            baseline = source["first_listing_at"] is None
+            writer = PollWriter(
+                self.db, source, fetch_id, fetch.started_at, positions, baseline=baseline
+            )
             ids = [writer.apply(change) for change in changes]
             writer.touch_present(snapshots)
             self._update_source(
                 source_id, fetch, title=parsed.title, changed=bool(changes), before=source
             )
+            if baseline:
+                self.db.execute(
+                    "UPDATE sources SET first_listing_at = ? WHERE id = ?",
+                    [fetch.started_at, source_id],
+                )
         return ids
 
     def _insert_fetch(
         self, source_id: int, fetch: FetchRecord, entries: int | None, changes: int
     ) -> int:
-        cur = self.db.execute(INSERT_FETCH, _fetch_row(source_id, fetch, entries, changes))
-        return int(cur.lastrowid or 0)
+        cur = self.db.execute(
+            INSERT_FETCH + " RETURNING id", _fetch_row(source_id, fetch, entries, changes)
+        )
+        return int(cur.fetchone()[0])
 
     def _update_source(
         self,
@@ -356,6 +435,7 @@ class Store(DeliveryQueries):
             sets["body_sha256"] = fetch.body_sha256
         if fetch.moved_to:
             sets["url"] = fetch.moved_to
+            sets["host"] = host_of(fetch.moved_to)
         if title:
             sets["title"] = title
         if changed:
@@ -404,3 +484,8 @@ def _next_state(state: FetchState, fetch: FetchRecord) -> FetchState:
         body_sha256=fetch.body_sha256 or state.body_sha256,
         consecutive_failures=0,
     )
+
+
+def host_of(url: str) -> str:
+    """The host part of ``url`` (lower case), as the per-host cap counts it."""
+    return (urlsplit(url).hostname or "").lower()

@@ -25,11 +25,12 @@ def register_links(store: Store, feed_id: int, article_id: int, limit: int = 500
     """
     now = now_db()
     cur = store.db.execute(
-        "INSERT OR IGNORE INTO followed_articles (feed_source_id, article_source_id, url,"
+        "INSERT INTO followed_articles (feed_source_id, article_source_id, url,"
         " first_seen_at, next_check_at)"
         " SELECT ?, ?, url, ?, ? FROM entries WHERE source_id = ? AND removed_at IS NULL"
         " AND (url LIKE 'http://%' OR url LIKE 'https://%')"
-        " ORDER BY last_seen_at DESC, position LIMIT ?",
+        " ORDER BY last_seen_at DESC, position LIMIT ?"
+        " ON CONFLICT (feed_source_id, url) DO NOTHING",
         [feed_id, article_id, now, now, feed_id, limit],
     )
     return cur.rowcount

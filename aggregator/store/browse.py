@@ -21,8 +21,8 @@ from aggregator.store.queries import (
     SearchHit,
     VersionRow,
     _version_of,
-    fts_query,
 )
+from aggregator.store.search import newest
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,15 +329,7 @@ def search(reader: Reader, text: str, *, limit: int = 50) -> list[SearchHit]:
     ``limit`` rows, where ranking would score every match (a common word is in a third of
     a million versions).
     """
-    found = rows(
-        reader,
-        "SELECT v.entry_id, v.version, v.seen_at, e.current_version_id = v.id AS current,"
-        " snippet(versions_fts, -1, char(2), char(3), '…', 16) AS snippet"
-        " FROM versions_fts JOIN versions v ON v.id = versions_fts.rowid"
-        " JOIN entries e ON e.id = v.entry_id"
-        " WHERE versions_fts MATCH ? ORDER BY versions_fts.rowid DESC LIMIT ?",
-        [fts_query(text), limit],
-    )
+    found = newest(reader.db, text, limit=limit)
     entries = entries_by_id(reader, {r["entry_id"] for r in found})
     return [
         SearchHit(

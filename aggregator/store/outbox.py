@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aggregator.timeutil import now_db
 
 if TYPE_CHECKING:
-    from sqlite_utils import Database
+    from aggregator.store.db import Database
 
 STATUSES = ("pending", "delivered", "failed", "dropped")
 
@@ -78,10 +78,11 @@ class DeliveryQueries:
                 row = self.db.execute("SELECT id FROM sinks WHERE name = ?", [name]).fetchone()
                 if row is None:
                     cur = self.db.execute(
-                        "INSERT INTO sinks (name, kind, added_at, cursor) VALUES (?, ?, ?, ?)",
+                        "INSERT INTO sinks (name, kind, added_at, cursor) VALUES (?, ?, ?, ?)"
+                        " RETURNING id",
                         [name, kind, now_db(), newest],
                     )
-                    ids[name] = int(cur.lastrowid or 0)
+                    ids[name] = int(cur.fetchone()[0])
                 else:
                     ids[name] = int(row[0])
                     self.db.execute(
@@ -108,8 +109,9 @@ class DeliveryQueries:
                 if item.batch_key and self._fold(sink_id, item, now):
                     continue
                 self.db.execute(
-                    "INSERT OR IGNORE INTO deliveries (sink_id, outbox_id, batch_key, due_at,"
-                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO deliveries (sink_id, outbox_id, batch_key, due_at,"
+                    " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (sink_id, outbox_id) DO NOTHING",
                     [sink_id, item.outbox_id, item.batch_key, item.due_at, now, now],
                 )
             self.db.execute("UPDATE sinks SET cursor = ? WHERE id = ?", [cursor, sink_id])
@@ -153,8 +155,9 @@ class DeliveryQueries:
         the head and the ones not due yet (quiet hours, batch windows) count.
         """
         now = now or now_db()
+        later = self.db.dialect.greatest.format("due_at", "COALESCE(next_attempt_at, due_at)")
         row = self.db.execute(
-            "SELECT MIN(MAX(due_at, COALESCE(next_attempt_at, due_at))) FROM deliveries"
+            f"SELECT MIN({later}) FROM deliveries"
             " WHERE sink_id = ? AND status = 'pending' AND (due_at > ? OR id = (SELECT id"
             " FROM deliveries WHERE sink_id = ? AND status = 'pending' AND due_at <= ?"
             " ORDER BY id LIMIT 1))",
@@ -191,7 +194,7 @@ class DeliveryQueries:
 
     def delivery_counts(self) -> list[dict[str, Any]]:
         """Per sink: name, kind, active, and how many deliveries are in each status."""
-        sums = ", ".join(f"SUM(d.status = '{s}') AS {s}" for s in STATUSES)
+        sums = ", ".join(f"count(*) FILTER (WHERE d.status = '{s}') AS {s}" for s in STATUSES)
         rows = self.db.execute(
             f"SELECT s.name, s.kind, s.active, {sums} FROM sinks s"
             " LEFT JOIN deliveries d ON d.sink_id = s.id GROUP BY s.id ORDER BY s.name"
@@ -209,7 +212,8 @@ class DeliveryQueries:
         params: list[Any] = [*statuses, *([sink] if sink else []), limit]
         cur = self.db.execute(
             "SELECT d.id, s.name AS sink, d.status, d.attempts, d.next_attempt_at, d.last_error,"
-            " o.event_id, o.type, o.created_at, json_array_length(d.folded) AS folded"
+            f" o.event_id, o.type, o.created_at, {self.db.dialect.json_length.format('d.folded')}"
+            " AS folded"
             " FROM deliveries d JOIN sinks s ON s.id = d.sink_id"
             " JOIN outbox o ON o.id = d.outbox_id"
             f" WHERE {where} ORDER BY d.id LIMIT ?",

@@ -1,25 +1,22 @@
 """Read-side queries for the digest and the reading commands.
 
-A ``Reader`` wraps a read-only connection (``open_database(path, readonly=True)``),
-so it can run while the daemon writes: WAL lets readers see the last committed
-state without blocking the writer. The daemon may also wrap its own writer
-connection in a ``Reader`` to render a scheduled digest.
+A ``Reader`` wraps a read-only connection (``open_database(location, readonly=True)``),
+so it can run while the daemon writes: readers see the last committed state
+without blocking the writer (SQLite's WAL, PostgreSQL's MVCC). The daemon may
+also wrap its own writer connection in a ``Reader`` to render a scheduled digest.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from aggregator.errors import StoreError
-from aggregator.store import Store, open_database
+from aggregator.store import Database, Store, is_postgres, mask, open_database, search
 from aggregator.store.rows import insert_outbox
-from aggregator.store.schema import migrations
+from aggregator.store.schema import pending
 from aggregator.timeutil import now_db
 
 __all__ = [
@@ -29,7 +26,6 @@ __all__ = [
     "SearchHit",
     "VersionRow",
     "enqueue_digest",
-    "fts_query",
 ]
 
 _VERSION_COLUMNS = (
@@ -104,14 +100,6 @@ SEARCH_RANKED = 5000
 MATCHES_LISTED = 10
 
 
-def fts_query(text: str) -> str:
-    """Quote user input as FTS5 phrases (all must match), so no character is syntax."""
-    words = text.split()
-    if not words:
-        raise StoreError("search text is empty")
-    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
-
-
 class Reader:
     """Answers the reading commands' questions from one connection."""
 
@@ -119,23 +107,35 @@ class Reader:
         self.db = db
 
     @classmethod
-    def open(cls, path: str | Path) -> Reader:
-        """Open ``path`` read-only, first migrating it forward if it is from an older release."""
-        if not Path(path).is_file():
+    def open(cls, location: str | Path) -> Reader:
+        """Open ``location`` read-only, first migrating it forward if it is from an older release.
+
+        Raises:
+            StoreError: there is no database there (a read never creates one), or it is
+                not an aggregator database.
+        """
+        postgres = is_postgres(location)
+        if not postgres and not Path(location).is_file():
             raise StoreError(
-                f"no database at {path}: run `aggregator poll` (or `aggregator demo`) first,"
-                " or pass --db PATH"
+                f"no database at {location}: run `aggregator poll` (or `aggregator demo`)"
+                " first, or pass --db PATH"
             )
-        db = open_database(path, readonly=True)
+        db = open_database(location, readonly=True)
         try:
-            pending = migrations.pending(db)
-        except sqlite3.DatabaseError as exc:
+            todo = pending(db)
+        except Exception as exc:  # not an SQLite file, or not a database we can read
             db.close()
-            raise StoreError(f"{path} is not an aggregator database: {exc}") from None
-        if pending:
+            raise StoreError(f"{mask(location)} is not an aggregator database: {exc}") from None
+        if postgres and "sources" not in db.table_names():
             db.close()
-            Store.open(path).close()
-            db = open_database(path, readonly=True)
+            raise StoreError(
+                f"no aggregator database at {mask(location)} (the database is empty):"
+                " run `aggregator poll` or `aggregator run` against it first"
+            )
+        if todo:
+            db.close()
+            Store.open(location).close()
+            db = open_database(location, readonly=True)
         return cls(db)
 
     def close(self) -> None:
@@ -144,16 +144,14 @@ class Reader:
 
     def _rows(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         try:
-            cursor = self.db.execute(sql, list(params))
-        except sqlite3.Error as exc:
+            return self.db.rows(sql, list(params))
+        except StoreError as exc:
             raise StoreError(f"query failed: {exc}") from exc
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
     def _fetch(self, sql: str, params: list[Any] | tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
-            return self.db.execute(sql, list(params)).fetchall()
-        except sqlite3.Error as exc:
+            return list(self.db.execute(sql, list(params)).fetchall())
+        except StoreError as exc:
             raise StoreError(f"query failed: {exc}") from exc
 
     # -- changes -------------------------------------------------------------
@@ -278,13 +276,10 @@ class Reader:
                     [term, upper, limit, term, upper, limit],
                 )
             )
-            steps.append(
-                (
-                    "e.id IN (SELECT DISTINCT v.entry_id FROM versions_fts JOIN versions v"
-                    " ON v.id = versions_fts.rowid WHERE versions_fts MATCH ? LIMIT ?)",
-                    [fts_query(term), limit],
-                )
-            )
+            try:
+                steps.append(search.entries_matching(self.db, term, limit))
+            except StoreError:
+                pass  # no word to look for: the other steps had their chance
         for where, params in steps:
             found = self._entries(where, params)
             if len(found) == 1:
@@ -340,17 +335,10 @@ class Reader:
 
         Ranking every version that holds a common word takes seconds in a large history.
         """
-        query = fts_query(text)
-        ranked_from = self._ranked_from(query)
-        rows = self._rows(
-            "SELECT v.entry_id, v.version, v.seen_at, e.current_version_id = v.id AS current,"
-            " snippet(versions_fts, -1, char(2), char(3), '…', 16) AS snippet"
-            " FROM versions_fts JOIN versions v ON v.id = versions_fts.rowid"
-            " JOIN entries e ON e.id = v.entry_id"
-            " WHERE versions_fts MATCH ? AND versions_fts.rowid >= ?"
-            " ORDER BY rank, v.version LIMIT ?",
-            [query, ranked_from, limit],
-        )
+        try:
+            rows, capped = search.ranked(self.db, text, limit=limit, cap=SEARCH_RANKED)
+        except StoreError as exc:
+            raise StoreError(str(exc).removeprefix("database error: ")) from exc
         entries = {e.id: e for e in self._entries_by_id({r["entry_id"] for r in rows})}
         hits = [
             SearchHit(
@@ -362,16 +350,7 @@ class Reader:
             )
             for r in rows
         ]
-        return hits, ranked_from > 0
-
-    def _ranked_from(self, query: str) -> int:
-        """The lowest version id among the newest ``SEARCH_RANKED`` matches (0: all of them)."""
-        row = self._rows(
-            "SELECT rowid AS id FROM versions_fts WHERE versions_fts MATCH ?"
-            " ORDER BY rowid DESC LIMIT 1 OFFSET ?",
-            [query, SEARCH_RANKED],
-        )
-        return int(row[0]["id"]) + 1 if row else 0
+        return hits, capped
 
     def _entries_by_id(self, ids: set[int]) -> list[EntryRow]:
         if not ids:

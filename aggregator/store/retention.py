@@ -26,9 +26,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlite_utils import Database
-
 from aggregator.config import StorageConfig
+from aggregator.store.db import Database
 from aggregator.timeutil import to_db, utcnow
 
 BATCH = 2000
@@ -58,7 +57,7 @@ WHERE o.payload <> '' AND o.created_at < :cutoff
       SELECT 1 FROM deliveries d
       WHERE d.outbox_id = o.id AND d.status IN ('pending', 'failed'))
   AND o.id NOT IN (
-      SELECT CAST(j.value AS INTEGER) FROM deliveries d, json_each(d.folded) j
+      SELECT CAST(j.value AS BIGINT) FROM deliveries d, {folded}
       WHERE d.status IN ('pending', 'failed')
         AND d.folded <> '[]')
 ORDER BY o.created_at LIMIT :batch
@@ -101,7 +100,8 @@ class RetentionPass:
         self.batch = batch
         self.fetch_cutoff = to_db(now - timedelta(seconds=keep_fetches or 0))
         self.event_cutoff = to_db(now - timedelta(seconds=keep_events or 0))
-        self.after = ""  # started_at of the last fetches row deleted by this pass
+        # started_at of the last fetches row deleted by this pass (a time before any)
+        self.after = "0001-01-01 00:00:00.000"
         self.pending = {"fetches"} if keep_fetches is not None else set()
         if keep_events is not None:
             self.pending.add("events")
@@ -141,7 +141,8 @@ class RetentionPass:
             ids = [
                 row[0]
                 for row in self.db.execute(
-                    _SETTLED_EVENTS, {"cutoff": self.event_cutoff, "batch": self.batch}
+                    _SETTLED_EVENTS.format(folded=self.db.dialect.json_items.format("d.folded")),
+                    {"cutoff": self.event_cutoff, "batch": self.batch},
                 )
             ]
             if ids:
@@ -153,8 +154,9 @@ class RetentionPass:
         """Delete the events' deliveries and attempts; write their rows again, payload ``''``.
 
         A row emptied in place keeps its page as full as before (SQLite merges pages
-        when rows are deleted, not when they shrink), so each is deleted and inserted
-        again under the same id: the space goes back to the file for later writes.
+        when rows are deleted, not when they shrink), so on SQLite each is deleted and
+        inserted again under the same id: the space goes back to the file for later
+        writes. PostgreSQL writes a new row version anyway; vacuum reclaims the old.
         """
         marks = ",".join("?" * len(ids))
         deliveries = f"SELECT id FROM deliveries WHERE outbox_id IN ({marks})"
@@ -164,6 +166,9 @@ class RetentionPass:
         self.removed["deliveries"] += self.db.execute(
             f"DELETE FROM deliveries WHERE outbox_id IN ({marks})", ids
         ).rowcount
+        if self.db.is_postgres:
+            self.db.execute(f"UPDATE outbox SET payload = '' WHERE id IN ({marks})", ids)
+            return
         self.db.execute("DROP TABLE IF EXISTS temp.pruned_outbox")
         self.db.execute(
             f"CREATE TEMP TABLE pruned_outbox AS SELECT * FROM outbox WHERE id IN ({marks})", ids

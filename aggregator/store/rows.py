@@ -9,10 +9,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlite_utils import Database
-
 from aggregator.events import change_event
 from aggregator.models import Change, Known, Snapshot
+from aggregator.store.db import Database
 
 
 class PollWriter:
@@ -25,8 +24,12 @@ class PollWriter:
         fetch_id: int,
         at: str,
         positions: Mapping[str, int] | None = None,
+        *,
+        baseline: bool = False,
     ) -> None:
         self.db = db
+        #: This poll is the source's first listing: its changes are stored, not announced.
+        self.baseline = baseline
         self.source = source
         self.fetch_id = fetch_id
         self.at = at
@@ -51,14 +54,14 @@ class PollWriter:
         self.entry_ids[change.key] = entry_id
         cur = self.db.execute(
             "INSERT INTO changes (source_id, entry_id, kind, fields, edit, old_version_id,"
-            " new_version_id, detected_at, fetch_id, old_key, new_key)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " new_version_id, detected_at, fetch_id, old_key, new_key, baseline)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             [
                 self.source["id"], entry_id, change.kind, json.dumps(list(change.fields)),
-                change.edit, old, new, self.at, self.fetch_id, *keys,
+                change.edit, old, new, self.at, self.fetch_id, *keys, int(self.baseline),
             ],
         )  # fmt: skip
-        change_id = int(cur.lastrowid or 0)
+        change_id = int(cur.fetchone()[0])
         payload = change_event(
             change,
             source=source_ref(self.source),
@@ -66,7 +69,12 @@ class PollWriter:
             versions=numbers,
             detected_at=self.at,
         )
-        insert_outbox(self.db, payload, self.source["id"], entry_id, change_id, self.at)
+        if self.baseline:
+            payload["baseline"] = True
+        insert_outbox(
+            self.db, payload, self.source["id"], entry_id, change_id, self.at,
+            baseline=self.baseline,
+        )  # fmt: skip
         return change_id
 
     def _insert_entry(self, change: Change) -> int:
@@ -74,14 +82,14 @@ class PollWriter:
         assert snap is not None
         cur = self.db.execute(
             "INSERT INTO entries (source_id, key, url, title, published_at, first_seen_at,"
-            " last_seen_at, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " last_seen_at, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             [
                 self.source["id"], change.key, snap.texts["link"], snap.texts["title"],
                 snap.item.published, self.at, self.at, self.positions.get(change.key),
             ],
         )  # fmt: skip
         self.inserted.add(change.key)
-        entry_id = int(cur.lastrowid or 0)
+        entry_id = int(cur.fetchone()[0])
         self._add_key(entry_id, change.key, snap.texts["link"])
         return entry_id
 
@@ -101,8 +109,8 @@ class PollWriter:
         self.db.execute(
             "INSERT INTO entry_keys (entry_id, source_id, key, url, first_seen_at)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT (source_id, key) DO UPDATE SET"
-            " first_seen_at = CASE WHEN entry_id = excluded.entry_id THEN first_seen_at"
-            " ELSE excluded.first_seen_at END,"
+            " first_seen_at = CASE WHEN entry_keys.entry_id = excluded.entry_id"
+            " THEN entry_keys.first_seen_at ELSE excluded.first_seen_at END,"
             " entry_id = excluded.entry_id, url = excluded.url, replaced_at = NULL",
             [entry_id, self.source["id"], key, url or None, self.at],
         )
@@ -133,14 +141,14 @@ class PollWriter:
         cur = self.db.execute(
             "INSERT INTO versions (entry_id, version, title, link, author, summary, content,"
             " summary_text, content_text, published_at, updated_at, content_hash, seen_at,"
-            " fetch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " fetch_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             [
                 entry_id, number, texts["title"], texts["link"], texts["author"], summary,
                 item.content, texts["summary"], texts["content"], item.published, item.updated,
                 snap.content_hash, self.at, self.fetch_id,
             ],
         )  # fmt: skip
-        version_id = int(cur.lastrowid or 0)
+        version_id = int(cur.fetchone()[0])
         self.db.execute(
             "UPDATE entries SET current_version_id = ?, version_count = ?, title = ?, url = ?,"
             " published_at = COALESCE(?, published_at) WHERE id = ?",
@@ -151,7 +159,7 @@ class PollWriter:
     def touch_present(self, snapshots: Sequence[Snapshot]) -> None:
         """Record when and where each listed entry was last seen (new ones were, at insert)."""
         fresh = self.inserted if self.positions else set()
-        self.db.conn.executemany(
+        self.db.executemany(
             "UPDATE entries SET last_seen_at = ?, position = ? WHERE source_id = ? AND key = ?",
             [
                 (self.at, i, self.source["id"], s.item.key)
@@ -206,12 +214,20 @@ def insert_outbox(
     entry_id: int | None,
     change_id: int | None,
     at: str,
+    *,
+    baseline: bool = False,
 ) -> None:
+    """Write one event to the outbox (in the caller's transaction) and note it for the worker.
+
+    ``baseline``: the event is part of a source's first listing (sent only to the
+    sinks that ask for it).
+    """
     db.execute(
-        "INSERT INTO outbox (event_id, type, source_id, entry_id, change_id, payload, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO outbox (event_id, type, source_id, entry_id, change_id, payload,"
+        " created_at, baseline) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
             payload["id"], payload["type"], source_id, entry_id, change_id,
-            json.dumps(payload, ensure_ascii=False), at,
+            json.dumps(payload, ensure_ascii=False), at, int(baseline),
         ],
     )  # fmt: skip
+    db.note_outbox()

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlite_utils import Database
-
-from aggregator.store import Store
+from aggregator.store import Database, Store
 from aggregator.timeutil import from_db, now_db, to_db, utcnow
 
 
@@ -33,6 +31,8 @@ class SourceState:
     failures: int
     gone: bool
     host: str = ""
+    #: A node holds the source now (its claim's lease has not lapsed).
+    held: bool = False
 
 
 def source_states(store: Store) -> dict[str, SourceState]:
@@ -40,8 +40,9 @@ def source_states(store: Store) -> dict[str, SourceState]:
     store.flush()
     rows = store.db.execute(
         "SELECT id, name, url, config_url, next_check_at, last_fetch_at, interval_now_seconds,"
-        " consecutive_failures, gone_at IS NOT NULL AND gone_url = url FROM sources"
-        " WHERE active = 1"
+        " consecutive_failures, gone_at IS NOT NULL AND gone_url = url,"
+        " claimed_by IS NOT NULL AND next_check_at > ? FROM sources WHERE active = 1",
+        [now_db()],
     ).fetchall()
     return {row[1]: _state(row) for row in rows}
 
@@ -57,26 +58,25 @@ def _state(row: tuple[Any, ...]) -> SourceState:
         interval_now=row[6],
         failures=row[7],
         gone=bool(row[8]),
-    )
-
-
-def save_schedule(
-    store: Store, source_id: int, next_check_at: datetime, interval: float, reason: str
-) -> None:
-    """Remember when to check the source next, at what interval, and why."""
-    store.db.execute(
-        "UPDATE sources SET next_check_at = ?, interval_now_seconds = ?, schedule_reason = ?"
-        " WHERE id = ?",
-        [to_db(next_check_at), interval, reason, source_id],
+        held=bool(row[9]),
     )
 
 
 def save_schedules(store: Store, plans: list[tuple[int, datetime, float, str]]) -> None:
-    """``save_schedule`` for many sources in one transaction (after any batched plans)."""
+    """Remember when to check each source next, at what interval, and why (one transaction).
+
+    A source some node holds now (a claim whose lease has not lapsed) keeps its
+    plan: that node plans it when its check is done.
+    """
     store.flush()
+    now = now_db()
     with store.db.atomic():
-        for source_id, at, interval, reason in plans:
-            save_schedule(store, source_id, at, interval, reason)
+        store.db.executemany(
+            "UPDATE sources SET next_check_at = ?, interval_now_seconds = ?,"
+            " schedule_reason = ?, claimed_by = NULL"
+            " WHERE id = ? AND (claimed_by IS NULL OR next_check_at <= ?)",
+            [(to_db(at), iv, reason, source_id, now) for source_id, at, iv, reason in plans],
+        )
 
 
 def reset_schedules(store: Store, source_ids: list[int]) -> None:
@@ -111,7 +111,8 @@ def mark_gone(store: Store, source_id: int, error: str | None) -> None:
     with store.db.atomic():
         store.db.execute(
             "UPDATE sources SET gone_at = ?, gone_url = url, next_check_at = NULL,"
-            " schedule_reason = 'gone (HTTP 410): polling stopped' WHERE id = ?",
+            " claimed_by = NULL, schedule_reason = 'gone (HTTP 410): polling stopped'"
+            " WHERE id = ?",
             [now, source_id],
         )
         if before["consecutive_failures"] != store.failing_after:
@@ -152,8 +153,8 @@ def write_daemon_state(
 def summary_line(db: Database) -> str:
     """``"312 sources, 4 failing, 1 gone, last change 2 min ago"``."""
     total, failing, gone, last = db.execute(
-        "SELECT count(*), coalesce(sum(consecutive_failures > 0 AND gone_at IS NULL), 0),"
-        " coalesce(sum(gone_at IS NOT NULL AND gone_url = url), 0), max(last_change_at)"
+        "SELECT count(*), count(*) FILTER (WHERE consecutive_failures > 0 AND gone_at IS NULL),"
+        " count(*) FILTER (WHERE gone_at IS NOT NULL AND gone_url = url), max(last_change_at)"
         " FROM sources WHERE active = 1"
     ).fetchone()
     parts = [f"{total} sources", f"{failing} failing"]
@@ -177,19 +178,19 @@ def ago_text(moment: str, now: datetime | None = None) -> str:
 
 def status_report(db: Database) -> dict[str, Any]:
     """The daemon row (or ``None``) and every active source's scheduling state."""
-    tables = set(db.table_names())
+    tables = db.table_names()
     daemon = None
     if "daemon_state" in tables:
-        row = db.execute("SELECT * FROM daemon_state WHERE id = 1").fetchone()
-        if row is not None:
-            cols = [c.name for c in db["daemon_state"].columns]
-            daemon = dict(zip(cols, row, strict=True))
+        found = db.rows("SELECT * FROM daemon_state WHERE id = 1")
+        if found:
+            daemon = found[0]
             daemon["inflight"] = json.loads(daemon["inflight"])
     sources = [
         dict(zip(_STATUS_COLUMNS, row, strict=True))
         for row in db.execute(
             f"SELECT {', '.join(_STATUS_COLUMNS)} FROM sources WHERE active = 1"
-            " ORDER BY gone_at IS NULL, consecutive_failures DESC, next_check_at, name"
+            " ORDER BY gone_at IS NULL, consecutive_failures DESC, next_check_at IS NOT NULL,"
+            " next_check_at, name"
         ).fetchall()
     ]
     return {"daemon": daemon, "summary": summary_line(db), "sources": sources}

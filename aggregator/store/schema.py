@@ -8,8 +8,13 @@ Every column is documented in README.md ("The database").
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 from sqlite_utils import Database, Migrations
+
+from aggregator.store.db import SQLITE, SQLiteDatabase
+from aggregator.store.db import Database as StoreDatabase
+from aggregator.store.schema_shared import SHARED
 
 migrations = Migrations("aggregator")
 
@@ -169,12 +174,26 @@ def _scheduling(db: Database) -> None:
         db.execute(statement)
 
 
-def migrate(db: Database) -> list[str]:
-    """Apply pending migrations; return the names applied."""
-    pending = [m.name for m in migrations.pending(db)]
-    if pending:
-        migrations.apply(db)
-    return pending
+def migrate(db: StoreDatabase) -> list[str]:
+    """Apply pending migrations (either backend); return the names applied."""
+    if db.dialect is not SQLITE:
+        from aggregator.store import schema_pg
+
+        return schema_pg.migrate(db)
+    sqlite = Database(db.conn)  # type: ignore[attr-defined]
+    names = [m.name for m in migrations.pending(sqlite)]
+    if names:
+        migrations.apply(sqlite)
+    return names
+
+
+def pending(db: StoreDatabase) -> list[str]:
+    """The names of the migrations not applied yet."""
+    if db.dialect is not SQLITE:
+        from aggregator.store import schema_pg
+
+        return schema_pg.pending(db)
+    return [m.name for m in migrations.pending(Database(db.conn))]  # type: ignore[attr-defined]
 
 
 _DELIVERIES = [
@@ -537,3 +556,17 @@ def _storage_budget(db: Database) -> None:
     """Indexes for retention, none that no query uses, and no summary equal to its content."""
     for statement in _STORAGE_BUDGET:
         db.execute(statement)
+
+
+def _register_shared() -> None:
+    """The migrations both backends share, applied to SQLite under the same names."""
+    for migration in SHARED:
+
+        def apply(db: Database, migration: Any = migration) -> None:
+            migration.apply(SQLiteDatabase(db.conn, "", readonly=False))
+
+        apply.__doc__ = f"{migration.name} (shared with PostgreSQL: schema_shared.py)."
+        migrations(name=migration.name)(apply)
+
+
+_register_shared()

@@ -6,12 +6,14 @@ thread and awaits the result. Polls' writes go through ``write``, which commits
 the writes that queued while the thread was busy together (group commit): one
 transaction, one commit and one full-text index flush for many polls.
 
-Outbox signal: a temporary trigger on this thread's connection notes every row
-inserted into ``outbox``, whichever code inserted it (a poll, a source event,
-a followed article, a digest, or several of them batched in one transaction).
-After each call, once no transaction is open on the connection (the rows are
-committed, so any reader sees them), the thread calls the listeners added with
-``on_outbox_commit``: the delivery worker wakes on them instead of a timer.
+Outbox signal: every row inserted into ``outbox`` goes through
+``rows.insert_outbox``, which notes it on the connection (whichever code
+inserted it: a poll, a source event, a followed article, a digest, or several
+of them batched in one transaction). After each call, once no transaction is
+open on the connection (the rows are committed, so any reader sees them), the
+thread calls the listeners added with ``on_outbox_commit``: the delivery worker
+wakes on them instead of a timer. On PostgreSQL the same insert also sends
+``NOTIFY aggregator_outbox``, which wakes the other nodes' workers.
 """
 
 from __future__ import annotations
@@ -32,14 +34,6 @@ from aggregator.store import Store
 T = TypeVar("T")
 
 log = structlog.get_logger("aggregator.store")
-
-#: Calls ``aggregator_outbox_written()`` (this connection's Python function) per new row;
-#: a TEMP trigger lives in this connection only and is not part of the database file.
-OUTBOX_TRIGGER = (
-    "CREATE TEMP TRIGGER IF NOT EXISTS aggregator_outbox_written AFTER INSERT ON outbox"
-    " BEGIN SELECT aggregator_outbox_written(); END"
-)
-
 
 #: Most writes committed together by ``StoreThread.write``.
 MAX_GROUP = 64
@@ -67,7 +61,6 @@ class StoreThread:
 
     def __init__(self, path: str | Path, *, failing_after: int = 3) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        self._written = False  # outbox rows inserted since the last signal (store thread only)
         self._listeners: tuple[Callable[[], None], ...] = ()
         self._queue: list[_Write] = []  # writes waiting for the next group (under _lock)
         self._writing = False  # a group is queued or running on the thread (under _lock)
@@ -162,20 +155,15 @@ class StoreThread:
         return self.on_outbox_commit(wake)
 
     def _open(self, path: str | Path, failing_after: int) -> Store:
-        store = Store.open(path, failing_after=failing_after)
-        store.db.conn.create_function("aggregator_outbox_written", 0, self._note_written)
-        store.db.execute(OUTBOX_TRIGGER)
-        return store
-
-    def _note_written(self) -> None:
-        self._written = True
+        return Store.open(path, failing_after=failing_after)
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         try:
             return fn(*args)
         finally:
-            if self._written and not self.store.db.conn.in_transaction:
-                self._written = False  # a rolled-back insert also signals: a harmless wake
+            db = self.store.db
+            if db.outbox_written and not db.in_transaction:
+                db.outbox_written = False
                 self._signal()
 
     def _signal(self) -> None:
