@@ -347,16 +347,16 @@ def postgres_sql(sql: str) -> str:
     """
 
     def swap(match: re.Match[str]) -> str:
-        token = match.group(0)
-        if token == "?":
+        found = match.group(0)
+        if found == "?":
             return "%s"
-        if token == "%":
+        if found == "%":
             return "%%"
-        if token.startswith(":") and token != "::":
-            return f"%({token[1:]})s"
-        if token.startswith("'"):
-            return token.replace("%", "%%")
-        return token
+        if found.startswith(":") and found != "::":
+            return f"%({found[1:]})s"
+        if found.startswith("'"):
+            return found.replace("%", "%%")
+        return found
 
     return _TOKEN.sub(swap, sql)
 

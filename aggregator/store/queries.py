@@ -8,6 +8,7 @@ also wrap its own writer connection in a ``Reader`` to render a scheduled digest
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,10 +277,8 @@ class Reader:
                     [term, upper, limit, term, upper, limit],
                 )
             )
-            try:
+            with contextlib.suppress(StoreError):  # no word to look for: no such step
                 steps.append(search.entries_matching(self.db, term, limit))
-            except StoreError:
-                pass  # no word to look for: the other steps had their chance
         for where, params in steps:
             found = self._entries(where, params)
             if len(found) == 1:
