@@ -78,7 +78,7 @@ def test_jsonl_appends_each_event_once_and_survives_rotation(harness: Harness) -
     """jsonl gets one JSON object per line, in order, and writes a new file after a rename."""
     out = harness.tmp / "events" / "changes.jsonl"
     harness.add("world", "/feed.xml")
-    harness.extra = f'[[sinks]]\nkind = "jsonl"\npath = "{out}"\n'
+    harness.extra = f'[[sinks]]\nsend_first_listing = true\nkind = "jsonl"\npath = "{out}"\n'
     poll_epochs(harness, 0)
     out.rename(out.with_suffix(".1"))
     poll_epochs(harness, 1)
@@ -103,7 +103,7 @@ def test_stdout_prints_one_line_per_event(
 ) -> None:
     """stdout prints a readable line per change and a digest's title and text."""
     harness.add("world", "/feed.xml")
-    harness.extra = '[[sinks]]\nkind = "stdout"\n'
+    harness.extra = '[[sinks]]\nsend_first_listing = true\nkind = "stdout"\n'
     poll_epochs(harness, 0)
     add_digest(harness)
     poll_epochs(harness, 1)
@@ -122,7 +122,7 @@ def test_email_subjects_threads_and_digest_alternative(
     monkeypatch.setenv("TEST_SMTP_PASSWORD", "not-used-without-auth")
     harness.add("world", "/feed.xml")
     harness.extra = (
-        f'[[sinks]]\nkind = "email"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+        f'[[sinks]]\nsend_first_listing = true\nkind = "email"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
         'password_env = "TEST_SMTP_PASSWORD"\nfrom = "news@aggregator.test"\n'
         'to = ["reader@example.test"]\n'
     )
@@ -151,7 +151,7 @@ def test_apprise_posts_to_a_local_json_endpoint(harness: Harness) -> None:
     try:
         harness.add("world", "/feed.xml")
         url = f"json://127.0.0.1:{receiver.port}/apprise"
-        harness.extra = f'[[sinks]]\nkind = "apprise"\nurl = "{url}"\nkinds = ["changed"]\n'
+        harness.extra = f'[[sinks]]\nsend_first_listing = true\nkind = "apprise"\nurl = "{url}"\nkinds = ["changed"]\n'
         poll_epochs(harness, 0, 1)
         bodies = [r.json for r in receiver.received]
     finally:
@@ -215,7 +215,7 @@ def test_a_sink_whose_secret_variable_is_unset_is_reported_at_start(
     monkeypatch.delenv("NO_SUCH_SECRET", raising=False)
     harness.add("world", "/feed.xml")
     harness.extra = (
-        '[[sinks]]\nkind = "webhook"\nname = "hook"\nurl = "http://127.0.0.1:9/hook"\n'
+        '[[sinks]]\nsend_first_listing = true\nkind = "webhook"\nname = "hook"\nurl = "http://127.0.0.1:9/hook"\n'
         'secret_env = "NO_SUCH_SECRET"\n'
     )
     harness.server.serve("/feed.xml", story.rss(0))

@@ -61,7 +61,7 @@ def test_fixed_and_rewritten_slugs_move_the_story_a_daily_briefing_does_not(
     that serves the old slug again moves the story back to its old key."""
     harness.add("world", "/feed.xml")
     harness.extra = (
-        f'[[sinks]]\nkind = "jsonl"\nname = "edits"\npath = "{harness.tmp}/edits.jsonl"\n'
+        f'[[sinks]]\nsend_first_listing = true\nkind = "jsonl"\nname = "edits"\npath = "{harness.tmp}/edits.jsonl"\n'
         'kinds = ["changed"]\n'
     )
     poll_feed(harness, [TYPO, REWRITE, BRIEFING, OLDER])

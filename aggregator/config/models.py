@@ -284,6 +284,11 @@ class SinkConfig(BaseModel):
     quiet_hours: str = ""
     timezone: str = "UTC"
     batch: Duration | None = None
+    #: Deliveries in flight at once, over all nodes (default: the sink kind's own).
+    concurrency: int | None = Field(default=None, ge=1, le=64)
+    #: Also send the events of a source's first listing (its baseline), which are
+    #: otherwise stored but not sent.
+    send_first_listing: bool = False
 
     @field_validator("kinds")
     @classmethod

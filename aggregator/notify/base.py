@@ -51,6 +51,11 @@ class Sink:
 
     kind: ClassVar[str] = ""
     Options: ClassVar[type[Options]] = Options
+    #: Deliveries in flight at once unless the sink's ``concurrency`` says otherwise.
+    concurrency: ClassVar[int] = 4
+    #: True: events go out in the order they were written, one at a time (a file, a
+    #: terminal); False: in version order per story, several stories at once.
+    in_order: ClassVar[bool] = False
 
     def __init__(self, name: str, options: Any) -> None:
         self.name = name

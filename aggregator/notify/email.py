@@ -79,6 +79,7 @@ class EmailSink(Sink):
     """Sends each event as an email."""
 
     kind = "email"
+    concurrency = 2
     Options = EmailOptions
 
     async def send(self, event: dict[str, Any], raw: str) -> None:

@@ -29,6 +29,8 @@ class JsonlSink(Sink):
     """Appends events to a JSON Lines file."""
 
     kind = "jsonl"
+    concurrency = 1
+    in_order = True
     Options = JsonlOptions
 
     async def send(self, event: dict[str, Any], raw: str) -> None:

@@ -17,6 +17,8 @@ class StdoutSink(Sink):
     """Prints events to standard output."""
 
     kind = "stdout"
+    concurrency = 1
+    in_order = True
     Options = StdoutOptions
 
     async def send(self, event: dict[str, Any], raw: str) -> None:

@@ -55,6 +55,7 @@ class WebhookSink(Sink):
     """POSTs each event to a URL."""
 
     kind = "webhook"
+    concurrency = 8
     Options = WebhookOptions
 
     def __init__(self, name: str, options: WebhookOptions) -> None:

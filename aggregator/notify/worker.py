@@ -1,12 +1,15 @@
-"""The delivery worker: sends queued events to each sink, in order, at least once.
+"""The delivery worker: sends queued events to each sink, several at once, at least once.
 
-For each sink, ``run_once`` first queues the outbox events past the sink's
-cursor that its filters accept (one transaction), then sends due deliveries
-oldest first. The attempt is recorded only after the sink answered, so a
-kill between send and record re-sends the same event (same id) next time:
-at-least-once, never lost. A retryable failure blocks the sink's queue
-until its backoff ends (per-sink order); a permanent one is recorded as
-``failed`` and the sink moves on. Sinks are independent of each other.
+Each sink has a loop of its own. It queues the outbox events past the sink's
+cursor that its filters accept (``Store.enqueue_new``), then keeps up to the
+sink's ``concurrency`` deliveries in flight: it claims the heads of their
+stories (``Store.claim_deliveries``: version order per story, a lease per
+delivery, shared with any other node) and sends each in its own task. The
+attempt is recorded only after the sink answered, so a kill between send and
+record re-sends the same event (same id) once its lease lapses: at least once,
+never lost. A retryable failure holds back only its story, until its backoff
+ends; a permanent one is recorded as ``failed`` and the story moves on. A sink
+down as a whole is backed off as a whole. Sinks are independent of each other.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import functools
 import json
 import os
 import random
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -32,14 +36,17 @@ from aggregator.notify import Sink, make_sink
 from aggregator.notify.base import DeliveryError
 from aggregator.notify.filters import Filter
 from aggregator.store import Store
-from aggregator.store.cluster import Node
-from aggregator.store.outbox import Delivery, OutboxEvent, Queued
+from aggregator.store.cluster import Node, release_dead
+from aggregator.store.db import libpq_url
+from aggregator.store.outbox import IN_ORDER, Delivery, OutboxEvent, Queued
 from aggregator.store.thread import StoreThread
-from aggregator.timeutil import from_db, now_db, to_db, utcnow
+from aggregator.timeutil import from_db, to_db, utcnow
 
 log = structlog.get_logger("aggregator.notify")
 
-SEND_DEADLINE = 300.0  # seconds one send may take before it counts as a retryable failure
+SEND_DEADLINE = 120.0  # seconds one send may take before it counts as a retryable failure
+#: How long a claimed delivery stays leased to its node (longer than any send).
+LEASE = SEND_DEADLINE + 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +66,32 @@ class Backoff:
 
 @dataclass(slots=True)
 class Route:
-    """One configured sink: its filters, its sender and its row id."""
+    """One configured sink: its filters, its sender, its row id and its sends in flight."""
 
     config: SinkConfig
     sink: Sink
     filter: Filter
     sink_id: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    sending: set[asyncio.Task[str]] = field(default_factory=set)
+    failures: int = 0  # failed attempts in a row, as this node saw them
+
+    @property
+    def concurrency(self) -> int:
+        """Deliveries in flight at once (the sink's setting, else its kind's default)."""
+        return self.config.concurrency or self.sink.concurrency
+
+    def decide(self, event: OutboxEvent) -> Queued | None:
+        """Whether (and when, in which story) the sink gets ``event``."""
+        if event.baseline and not self.config.send_first_listing:
+            return None  # a source's first listing: stored, not announced
+        payload = event.payload
+        if not self.filter.accepts(payload):
+            return None
+        due = self.filter.due(from_db(event.created_at))
+        story = IN_ORDER if self.sink.in_order else event.story
+        key = self.filter.batch_key(payload)
+        return Queued(event.id, to_db(due), key, event.created_at, story)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +120,9 @@ class DeliveryWorker:
         node: Node | None = None,
     ) -> None:
         self.store = store
-        self.node = node
         self.backoff = backoff or Backoff(config.notify.retry_base, config.notify.retry_max)
         self.check_every = config.notify.check_every
+        self.node_id = node.id if node else f"{socket.gethostname()}:{os.getpid()}:once"
         self.routes = [
             Route(c, make_sink(c.kind, c.name, c.options), Filter(c))
             for c in config.sinks
@@ -104,10 +131,15 @@ class DeliveryWorker:
         self._synced = False
         self._task: asyncio.Task[None] | None = None
 
-    async def sync(self) -> None:
+    async def sync(self, *, retire: bool = True) -> None:
         """Register the enabled sinks in the database (a new one starts at the newest event)."""
         pairs = [(r.config.name, r.config.kind) for r in self.routes]
-        ids = await self.store.call(self.store.store.sync_sinks, pairs)
+        ids = await self.store.call(
+            functools.partial(self.store.store.sync_sinks, pairs, retire=retire)
+        )
+        # sends a killed process of this host had in hand are due again now
+        host = self.node_id.split(":", 1)[0]
+        await self.store.call(release_dead, self.store.store.db, host)
         for route in self.routes:
             route.sink_id = ids[route.config.name]
             for key, name in missing_env(route.config.options):
@@ -124,34 +156,72 @@ class DeliveryWorker:
         """Queue new events and send everything due now; return counts of outcomes."""
         if not self._synced:
             await self.sync()
-        results = await asyncio.gather(*(self._run_route(r) for r in self.routes))
+        results = await asyncio.gather(*(self._drain_route(r) for r in self.routes))
         return sum(results, Counter())
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set.
+    async def _drain_route(self, route: Route) -> Counter[str]:
+        """Send what is due now, ``concurrency`` at a time, until nothing is left to claim."""
+        started: list[asyncio.Task[str]] = []
+        with structlog.contextvars.bound_contextvars(sink=route.config.name):
+            await self._enqueue(route)
+            while (new := await self._fill(route)) or route.sending:
+                started += new
+                if route.sending:
+                    await asyncio.wait(route.sending, return_when=asyncio.FIRST_COMPLETED)
+        return Counter(task.result() for task in started)
 
-        Wakes as soon as a transaction that wrote outbox events commits (the
-        store's thread signals it), when the next delivery is due (a backoff,
-        quiet hours, a batch window) and, at the latest, every ``check_every``
-        (for events written by another process, e.g. ``aggregator poll``). A
-        woken worker with nothing due sends nothing and sleeps again.
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set: one loop per sink.
+
+        A sink's loop wakes as soon as a transaction that wrote outbox events
+        commits (the store's thread signals it; on PostgreSQL other nodes' commits
+        too, through ``LISTEN``), when a send finishes, when its next delivery is due
+        (a backoff, quiet hours, a batch window) and, at the latest, every
+        ``check_every``. A woken loop with nothing due sends nothing and sleeps again.
         """
-        wake = asyncio.Event()
-        unsubscribe = self.store.wake_on_outbox(wake)
+        unsubscribe = self.store.on_outbox_commit(self._wake_all(asyncio.get_running_loop()))
+        listener = None
+        if self.store.store.db.is_postgres:
+            listener = asyncio.create_task(self._listen(stop), name="delivery-listen")
         try:
+            await asyncio.gather(*(self._route_loop(r, stop) for r in self.routes))
+        finally:
+            unsubscribe()
+            if listener is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+
+    def _wake_all(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+        def wake() -> None:
+            for route in self.routes:
+                with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                    loop.call_soon_threadsafe(route.wake.set)
+
+        return wake
+
+    async def _route_loop(self, route: Route, stop: asyncio.Event) -> None:
+        with structlog.contextvars.bound_contextvars(sink=route.config.name):
             while not stop.is_set():
-                wake.clear()  # a commit from now on wakes the next wait
+                route.wake.clear()  # a commit from now on wakes the next wait
                 try:
-                    await self.run_once()
-                    wait = await self._next_wait()
+                    await self._enqueue(route)
+                    await self._fill(route)
+                    wait = await self._next_wait(route)
                 except Exception as exc:  # keep delivering after a transient database error
                     log.exception("delivery.crashed", error=str(exc))
                     wait = self.check_every
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
-                        await first_of(stop, wake)
-        finally:
-            unsubscribe()
+                        await first_of(stop, route.wake)
+            await self._finish(route)
+
+    async def _finish(self, route: Route) -> None:
+        """Let the sends in flight end (their attempts are recorded); cancel the rest."""
+        if not route.sending:
+            return
+        _done, pending = await asyncio.wait(route.sending, timeout=SEND_DEADLINE)
+        for task in pending:
+            task.cancel()
 
     async def start(self, stop: asyncio.Event) -> DeliveryWorker:
         """Register the sinks, then run ``run(stop)`` as a background task; returns self."""
@@ -165,6 +235,10 @@ class DeliveryWorker:
             _done, pending = await asyncio.wait({self._task}, timeout=grace)
             for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        with contextlib.suppress(Exception):  # leases of cut-short sends: due again now
+            await self.store.call(self.store.store.release_deliveries, self.node_id)
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -172,47 +246,56 @@ class DeliveryWorker:
         for route in self.routes:
             await route.sink.aclose()
 
-    async def _next_wait(self) -> float:
-        wait = self.check_every
+    async def _next_wait(self, route: Route) -> float:
+        if route.sending and len(route.sending) >= route.concurrency:
+            return self.check_every  # a finished send wakes the loop
         now = utcnow()
-        for route in self.routes:
-            wake = await self.store.call(self.store.store.wake_at, route.sink_id, to_db(now))
-            if wake is not None:
-                wait = min(wait, (from_db(wake) - now).total_seconds())
-        return max(0.02, wait)
-
-    async def _run_route(self, route: Route) -> Counter[str]:
-        counts: Counter[str] = Counter()
-        store = self.store.store
-        with structlog.contextvars.bound_contextvars(sink=route.config.name):
-            await self._enqueue(route)
-            delivery = await self.store.call(store.next_delivery, route.sink_id, now_db())
-            while delivery is not None and not _waiting(delivery):
-                attempt = await self._attempt(route, delivery)
-                counts[attempt.outcome] += 1
-                # one trip to the store's thread per event: record it, read the next one
-                delivery = await self.store.call(_record_then_next, store, attempt, route.sink_id)
-                attempt.log()
-        return counts
+        wake = await self.store.call(self.store.store.wake_at, route.sink_id, to_db(now))
+        wait = self.check_every
+        if wake is not None:
+            wait = min(wait, (from_db(wake) - now).total_seconds())
+        return max(0.005, wait)
 
     async def _enqueue(self, route: Route) -> None:
         store = self.store.store
-        while events := await self.store.call(_committed_events, store, route.sink_id):
-            queued = []
-            for event in events:
-                payload = event.payload
-                if route.filter.accepts(payload):
-                    due = route.filter.due(from_db(event.created_at))
-                    key = route.filter.batch_key(payload)
-                    queued.append(Queued(event.id, to_db(due), key, event.created_at))
-            await self.store.call(store.enqueue, route.sink_id, queued, events[-1].id)
+        while await self.store.call(_committed_enqueue, store, route.sink_id, route.decide):
+            pass
+
+    async def _fill(self, route: Route) -> list[asyncio.Task[str]]:
+        """Claim deliveries for the free slots of the route and start sending them."""
+        room = route.concurrency - len(route.sending)
+        if room <= 0:
+            return []
+        claimed = await self.store.call(
+            functools.partial(
+                self.store.store.claim_deliveries,
+                route.sink_id,
+                self.node_id,
+                concurrency=route.concurrency,
+                lease=LEASE,
+                limit=room,
+            )
+        )
+        started = []
+        for delivery in claimed:
+            task = asyncio.create_task(self._send(route, delivery))
+            route.sending.add(task)
+            task.add_done_callback(functools.partial(_sent, route))
+            started.append(task)
+        return started
+
+    async def _send(self, route: Route, delivery: Delivery) -> str:
+        attempt = await self._attempt(route, delivery)
+        await self.store.call(attempt.record)
+        attempt.log()
+        return attempt.outcome
 
     async def _attempt(self, route: Route, delivery: Delivery) -> Attempt:
-        """Send the delivery's event(s); the attempt is written by ``_record_then_next``."""
+        """Send the delivery's event(s); the attempt is written by ``Attempt.record``."""
         event = fold_events([json.loads(raw) for raw in delivery.raws])
         raw = delivery.raws[0] if len(delivery.raws) == 1 else json.dumps(event, ensure_ascii=False)
         started = time.monotonic()
-        outcome, error, code, retry_at = "delivered", None, None, None
+        outcome, error, code, retry_at, sink_retry_at = "delivered", None, None, None, None
         try:
             async with asyncio.timeout(SEND_DEADLINE):
                 await route.sink.send(event, raw)
@@ -224,6 +307,9 @@ class DeliveryWorker:
         except Exception as exc:  # a sink's bug or a timeout: keep the event and retry
             outcome, error = "retry", f"{type(exc).__name__}: {exc}"
             retry_at = self._retry_at(delivery.attempts + 1, None)
+        route.failures = route.failures + 1 if outcome == "retry" else 0
+        if outcome == "retry":  # if the sink is down as a whole, when to try it again
+            sink_retry_at = self._retry_at(route.failures, None)
         duration = int((time.monotonic() - started) * 1000)
         record = functools.partial(
             self.store.store.record_attempt,
@@ -233,6 +319,7 @@ class DeliveryWorker:
             error=error,
             duration_ms=duration,
             retry_at=retry_at,
+            sink_retry_at=sink_retry_at,
         )
         details = {k: v for k, v in (("error", error), ("retry_at", retry_at)) if v}
         return Attempt(outcome, event["id"], record, details)
@@ -240,6 +327,31 @@ class DeliveryWorker:
     def _retry_at(self, attempts: int, retry_after: float | None) -> str:
         wait = self.backoff.delay(attempts, retry_after)
         return to_db(utcnow() + timedelta(seconds=wait))
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Wake the loops when another node commits outbox events (PostgreSQL ``LISTEN``)."""
+        import psycopg
+
+        url = libpq_url(self.store.url)
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+                async with conn:
+                    await conn.execute("LISTEN aggregator_outbox")
+                    delay = 1.0
+                    async for _note in conn.notifies():
+                        for route in self.routes:
+                            route.wake.set()
+            except (OSError, psycopg.Error) as exc:
+                log.debug("delivery.listen_lost", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+
+def _sent(route: Route, task: asyncio.Task[str]) -> None:
+    route.sending.discard(task)
+    route.wake.set()  # a slot is free: claim the next delivery
 
 
 @contextlib.asynccontextmanager
@@ -262,24 +374,15 @@ async def delivering_after(config: Config, store: StoreThread) -> AsyncIterator[
         await worker.aclose()
 
 
-def _committed_events(store: Store, sink_id: int) -> list[OutboxEvent]:
-    """Events past the sink's cursor, none while a transaction is open on the connection.
+def _committed_enqueue(
+    store: Store, sink_id: int, decide: Callable[[OutboxEvent], Queued | None]
+) -> int:
+    """Queue events past the sink's cursor, none while a transaction is open on the connection.
 
     A transaction left open across store calls (a batch still being written)
     may hold events that are not committed yet; its commit wakes the worker again.
     """
-    return [] if store.db.in_transaction else store.events_after_cursor(sink_id)
-
-
-def _waiting(delivery: Delivery) -> bool:
-    """Whether the delivery is waiting out a backoff."""
-    return bool(delivery.next_attempt_at and delivery.next_attempt_at > now_db())
-
-
-def _record_then_next(store: Store, attempt: Attempt, sink_id: int) -> Delivery | None:
-    """Write the attempt; then the sink's next due delivery, unless it must wait a backoff."""
-    attempt.record()
-    return None if attempt.outcome == "retry" else store.next_delivery(sink_id, now_db())
+    return 0 if store.db.in_transaction else store.enqueue_new(sink_id, decide)
 
 
 async def first_of(*events: asyncio.Event) -> None:

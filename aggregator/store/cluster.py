@@ -137,16 +137,11 @@ def holder_text(db: Database, path: str | Path) -> str:
 
 
 def register(store: Store, node: Node, config_path: str, sources: list[str]) -> None:
-    """Add this node (state ``starting``); mark this host's dead nodes stopped, freeing
-    their claims and delivery leases at once instead of when they lapse."""
+    """Add this node (state ``starting``); free what dead processes of this host held."""
     now = now_db()
     db = store.db
     with db.atomic():
-        for other in db.rows(
-            "SELECT id, pid FROM nodes WHERE host = ? AND state <> 'stopped'", [node.host]
-        ):
-            if not _alive(other["pid"]):
-                release(db, other["id"], now)
+        release_dead(db, node.host, now)
         db.execute(
             "INSERT INTO nodes (id, name, host, pid, state, started_at, heartbeat_at,"
             " config_path, config_sources) VALUES (?, ?, ?, ?, 'starting', ?, ?, ?, ?)",
@@ -154,7 +149,37 @@ def register(store: Store, node: Node, config_path: str, sources: list[str]) -> 
         )
 
 
+def release_dead(db: Database, host: str, now: str | None = None) -> int:
+    """Free at once, instead of when their leases lapse, the claims and leases of processes
+    of ``host`` that are gone (a kill -9, a crash); mark their nodes stopped.
+
+    A holder is named ``host:pid:token``; another host's holders are left to their leases.
+    Returns how many holders were released.
+    """
+    now = now_db() if now is None else now
+    holders = {
+        row[0]
+        for sql in (
+            "SELECT DISTINCT claimed_by FROM sources WHERE claimed_by LIKE ?",
+            "SELECT DISTINCT claimed_by FROM deliveries WHERE claimed_by LIKE ?",
+            "SELECT id FROM nodes WHERE id LIKE ? AND state <> 'stopped'",
+        )
+        for row in db.execute(sql, [f"{host}:%"]).fetchall()
+    }
+    dead = [h for h in holders if not _alive(_pid_of(h))]
+    for holder in dead:
+        release(db, holder, now)
+    return len(dead)
+
+
+def _pid_of(holder: str) -> int:
+    parts = holder.split(":")
+    return int(parts[1]) if len(parts) >= 3 and parts[1].isdigit() else -1
+
+
 def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -60,8 +60,8 @@ class Dialect:
     """The few SQL spellings that differ between SQLite and PostgreSQL."""
 
     name: str
-    #: ``greatest(a, b)`` of two values (SQLite's two-argument ``max``).
-    greatest: str
+    #: The function giving the largest of its arguments (SQLite's many-argument ``max``).
+    greatest_function: str
     #: The number of elements of a JSON array held in a text column ``{}``.
     json_length: str
     #: A JSON array in a text column ``{}`` as rows with one column, ``j.value``.
@@ -75,6 +75,10 @@ class Dialect:
     #: Column type of a float.
     real: str
 
+    def greatest(self, *values: str) -> str:
+        """SQL for the largest of ``values`` (SQL expressions)."""
+        return f"{self.greatest_function}({', '.join(values)})"
+
     def fill(self, ddl: str) -> str:
         """``ddl`` with ``{id}``, ``{time}`` and ``{real}`` spelt for this dialect."""
         return ddl.format(id=self.id_column, time=self.time, real=self.real)
@@ -82,7 +86,7 @@ class Dialect:
 
 SQLITE = Dialect(
     name="sqlite",
-    greatest="max({}, {})",
+    greatest_function="max",
     json_length="json_array_length({})",
     json_items="json_each({}) AS j",
     skip_locked="",
@@ -92,7 +96,7 @@ SQLITE = Dialect(
 )
 POSTGRES = Dialect(
     name="postgresql",
-    greatest="greatest({}, {})",
+    greatest_function="greatest",
     json_length="json_array_length(({})::json)",
     json_items="json_array_elements_text(({})::json) AS j(value)",
     skip_locked=" FOR UPDATE SKIP LOCKED",
@@ -465,7 +469,7 @@ def connect_postgres(url: str, *, readonly: bool = False) -> psycopg.Connection[
     kwargs: dict[str, Any] = {"autocommit": True, "options": options, "connect_timeout": 10}
     kwargs["application_name"] = "aggregator"
     try:
-        conn = psycopg.connect(_libpq_url(url), **kwargs)
+        conn = psycopg.connect(libpq_url(url), **kwargs)
     except psycopg.Error as exc:
         reason = scrub(str(exc).strip(), url)
         raise StoreError(f"cannot connect to {mask(url)}: {reason}") from None
@@ -473,7 +477,7 @@ def connect_postgres(url: str, *, readonly: bool = False) -> psycopg.Connection[
     return conn
 
 
-def _libpq_url(url: str) -> str:
+def libpq_url(url: str) -> str:
     """``postgres://`` spelt as libpq's ``postgresql://``."""
     return "postgresql://" + url.split("://", 1)[1] if url.startswith("postgres://") else url
 

@@ -65,6 +65,8 @@ class StoreThread:
         self._queue: list[_Write] = []  # writes waiting for the next group (under _lock)
         self._writing = False  # a group is queued or running on the thread (under _lock)
         self._lock = threading.Lock()
+        #: Where the database is, as given (a PostgreSQL URL with its password, if any).
+        self.url = str(path)
         self.store: Store = self._pool.submit(self._open, path, failing_after).result()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
