@@ -95,11 +95,13 @@ def write_config(tmp: Path, server: TestServer, hook: WebhookReceiver | None = N
     lines = [
         f'[storage]\ndatabase = "{tmp / "crash.db"}"\n',
         '[notify]\nretry_base = "50ms"\nretry_max = "300ms"\ncheck_every = "100ms"\n',
-        f'[[sinks]]\nsend_first_listing = true\nkind = "jsonl"\nname = "file"\npath = "{tmp / "events.jsonl"}"\n',
+        "[[sinks]]\nsend_first_listing = true\n"
+        f'kind = "jsonl"\nname = "file"\npath = "{tmp / "events.jsonl"}"\n',
     ]
     if hook is not None:
         lines.append(
-            f'[[sinks]]\nsend_first_listing = true\nkind = "webhook"\nname = "hook"\nurl = "{hook.url()}"\n'
+            "[[sinks]]\nsend_first_listing = true\n"
+            f'kind = "webhook"\nname = "hook"\nurl = "{hook.url()}"\n'
         )
     for feed in range(FEEDS):
         url = server.url(f"/crash/{feed}.xml")

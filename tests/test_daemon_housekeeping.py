@@ -21,7 +21,8 @@ def sinks_and_digest(harness: Harness) -> None:
     desk, other = harness.tmp / "desk.jsonl", harness.tmp / "other.jsonl"
     harness.extra = (
         f'[[sinks]]\nsend_first_listing = true\nkind = "jsonl"\nname = "desk"\npath = "{desk}"\n'
-        f'[[sinks]]\nsend_first_listing = true\nkind = "jsonl"\nname = "other"\npath = "{other}"\nkinds = ["removed"]\n'
+        "[[sinks]]\nsend_first_listing = true\n"
+        f'kind = "jsonl"\nname = "other"\npath = "{other}"\nkinds = ["removed"]\n'
         '[[digests]]\nname = "morning"\nsink = "desk"\nschedule = "0 7 * * *"\nsince = "1h"\n'
     )
 

@@ -40,7 +40,8 @@ def use_webhook(
     """Point a signed webhook sink at ``receiver`` with millisecond backoff."""
     harness.extra = (
         f'[notify]\nretry_base = "10ms"\nretry_max = "50ms"\nfailing_after = 2\n{notify}\n'
-        f'[[sinks]]\nsend_first_listing = true\nkind = "webhook"\nname = "hook"\nurl = "{receiver.url()}"\n'
+        "[[sinks]]\nsend_first_listing = true\n"
+        f'kind = "webhook"\nname = "hook"\nurl = "{receiver.url()}"\n'
         f'secret_env = "TEST_WEBHOOK_SECRET"\nheaders = {{ X-Team = "news" }}\n{extra}\n'
     )
     os.environ["TEST_WEBHOOK_SECRET"] = SECRET

@@ -54,7 +54,8 @@ def _starttls_server(cert: tuple[Path, Path]) -> Iterator[tuple[Inbox, int]]:
 def email_sink(port: int, security: str, ca_file: Path | None) -> str:
     ca = f'ca_file = "{ca_file}"\n' if ca_file else ""
     return (
-        f'[[sinks]]\nsend_first_listing = true\nkind = "email"\nname = "mail"\nhost = "localhost"\nport = {port}\n'
+        "[[sinks]]\nsend_first_listing = true\n"
+        f'kind = "email"\nname = "mail"\nhost = "localhost"\nport = {port}\n'
         f'security = "{security}"\nfrom = "news@aggregator.test"\nto = ["desk@example.test"]\n'
         f"{ca}"
     )

@@ -15,7 +15,8 @@ from tests.conftest import Harness
 def jsonl_sinks(harness: Harness, sinks: dict[str, str]) -> None:
     """One jsonl sink per name, each with its filter lines (TOML)."""
     harness.extra = "".join(
-        f'[[sinks]]\nsend_first_listing = true\nkind = "jsonl"\nname = "{name}"\npath = "{harness.tmp / name}.jsonl"\n{keys}\n'
+        "[[sinks]]\nsend_first_listing = true\n"
+        f'kind = "jsonl"\nname = "{name}"\npath = "{harness.tmp / name}.jsonl"\n{keys}\n'
         for name, keys in sinks.items()
     )
 

@@ -122,7 +122,8 @@ def test_email_subjects_threads_and_digest_alternative(
     monkeypatch.setenv("TEST_SMTP_PASSWORD", "not-used-without-auth")
     harness.add("world", "/feed.xml")
     harness.extra = (
-        f'[[sinks]]\nsend_first_listing = true\nkind = "email"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+        "[[sinks]]\nsend_first_listing = true\n"
+        f'kind = "email"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
         'password_env = "TEST_SMTP_PASSWORD"\nfrom = "news@aggregator.test"\n'
         'to = ["reader@example.test"]\n'
     )
@@ -151,7 +152,10 @@ def test_apprise_posts_to_a_local_json_endpoint(harness: Harness) -> None:
     try:
         harness.add("world", "/feed.xml")
         url = f"json://127.0.0.1:{receiver.port}/apprise"
-        harness.extra = f'[[sinks]]\nsend_first_listing = true\nkind = "apprise"\nurl = "{url}"\nkinds = ["changed"]\n'
+        harness.extra = (
+            f'[[sinks]]\nsend_first_listing = true\nkind = "apprise"\nurl = "{url}"\n'
+            'kinds = ["changed"]\n'
+        )
         poll_epochs(harness, 0, 1)
         bodies = [r.json for r in receiver.received]
     finally:

@@ -39,7 +39,8 @@ def use_webhook(harness: Harness, receiver: WebhookReceiver, notify: str = "") -
     harness.extra = (
         f'[notify]\ncheck_every = "60s"\n{notify}\n'
         f'[schedule]\nstartup_spread = "0.05s"\nshutdown_grace = "2s"\n'
-        f'[[sinks]]\nsend_first_listing = true\nkind = "webhook"\nname = "hook"\nurl = "{receiver.url()}"\n'
+        "[[sinks]]\nsend_first_listing = true\n"
+        f'kind = "webhook"\nname = "hook"\nurl = "{receiver.url()}"\n'
     )
 
 
@@ -194,7 +195,10 @@ def test_store_thread_signals_after_commits_that_wrote_outbox_rows(tmp_path: Pat
 def test_a_batch_open_across_calls_is_sent_after_its_commit(harness: Harness) -> None:
     """Events of a transaction still open are not sent; its COMMIT wakes the worker."""
     out = harness.tmp / "events.jsonl"
-    harness.extra = f'[notify]\ncheck_every = "60s"\n[[sinks]]\nsend_first_listing = true\nkind = "jsonl"\nname = "file"\npath = "{out}"\n'
+    harness.extra = (
+        '[notify]\ncheck_every = "60s"\n[[sinks]]\nsend_first_listing = true\n'
+        f'kind = "jsonl"\nname = "file"\npath = "{out}"\n'
+    )
     config = harness.config()
     store = StoreThread(harness.db_path)
 

@@ -61,7 +61,8 @@ def test_fixed_and_rewritten_slugs_move_the_story_a_daily_briefing_does_not(
     that serves the old slug again moves the story back to its old key."""
     harness.add("world", "/feed.xml")
     harness.extra = (
-        f'[[sinks]]\nsend_first_listing = true\nkind = "jsonl"\nname = "edits"\npath = "{harness.tmp}/edits.jsonl"\n'
+        "[[sinks]]\nsend_first_listing = true\n"
+        f'kind = "jsonl"\nname = "edits"\npath = "{harness.tmp}/edits.jsonl"\n'
         'kinds = ["changed"]\n'
     )
     poll_feed(harness, [TYPO, REWRITE, BRIEFING, OLDER])

@@ -146,7 +146,8 @@ def test_relative_jsonl_path_is_beside_the_config_not_the_working_directory(
     (config_dir / "aggregator.toml").write_text(
         '[storage]\ndatabase = "a.db"\n\n'
         f'[[sources]]\nname = "world"\nurl = "{server.url("/feed.xml")}"\n\n'
-        '[[sinks]]\nsend_first_listing = true\nkind = "jsonl"\nname = "file"\npath = "events.jsonl"\n'
+        "[[sinks]]\nsend_first_listing = true\n"
+        'kind = "jsonl"\nname = "file"\npath = "events.jsonl"\n'
     )
     proc = run_cli("poll", "--config", str(config_dir / "aggregator.toml"), cwd=cwd)
     assert proc.returncode == 0, proc.stderr

@@ -27,9 +27,12 @@ def _sinks(tmp: Path, hook: str) -> str:
     webhook; source c only, batched (a story's changes within an hour fold into one)."""
     return (
         'keep_events = "3d"\n'
-        f'[[sinks]]\nsend_first_listing = true\nkind = "jsonl"\nname = "log"\npath = "{tmp / "events.jsonl"}"\n'
-        f'[[sinks]]\nsend_first_listing = true\nkind = "webhook"\nname = "down"\nurl = "{hook}"\nsources = ["b"]\n'
-        f'[[sinks]]\nsend_first_listing = true\nkind = "jsonl"\nname = "batched"\npath = "{tmp / "batched.jsonl"}"\n'
+        "[[sinks]]\nsend_first_listing = true\n"
+        f'kind = "jsonl"\nname = "log"\npath = "{tmp / "events.jsonl"}"\n'
+        "[[sinks]]\nsend_first_listing = true\n"
+        f'kind = "webhook"\nname = "down"\nurl = "{hook}"\nsources = ["b"]\n'
+        "[[sinks]]\nsend_first_listing = true\n"
+        f'kind = "jsonl"\nname = "batched"\npath = "{tmp / "batched.jsonl"}"\n'
         'sources = ["c"]\nbatch = "1h"\n'
     )
 
@@ -94,8 +97,10 @@ def test_events_a_paused_sink_has_not_seen_are_kept(harness: Harness, tmp_path: 
     """A sink with enabled = false holds its events back from pruning (they wait for it)."""
     harness.extra = (
         'keep_events = "1d"\n'
-        f'[[sinks]]\nsend_first_listing = true\nkind = "jsonl"\nname = "log"\npath = "{tmp_path / "log.jsonl"}"\n'
-        f'[[sinks]]\nsend_first_listing = true\nkind = "jsonl"\nname = "later"\npath = "{tmp_path / "later.jsonl"}"\n'
+        "[[sinks]]\nsend_first_listing = true\n"
+        f'kind = "jsonl"\nname = "log"\npath = "{tmp_path / "log.jsonl"}"\n'
+        "[[sinks]]\nsend_first_listing = true\n"
+        f'kind = "jsonl"\nname = "later"\npath = "{tmp_path / "later.jsonl"}"\n'
     )
     harness.add("a", "/a.xml")
     harness.server.serve("/a.xml", story.rss(0))
@@ -255,7 +260,8 @@ def test_the_daemon_prunes_delivered_events_in_its_housekeeping(
     monkeypatch.setattr(housekeeping, "RETENTION_FIRST", 0.05)
     harness.extra = (
         'keep_events = "1d"\n'
-        f'[[sinks]]\nsend_first_listing = true\nkind = "jsonl"\nname = "log"\npath = "{tmp_path / "log.jsonl"}"\n'
+        "[[sinks]]\nsend_first_listing = true\n"
+        f'kind = "jsonl"\nname = "log"\npath = "{tmp_path / "log.jsonl"}"\n'
         '[schedule]\nstartup_spread = "1h"\n'
     )
     harness.add("world", "/feed.xml", interval="1h")
