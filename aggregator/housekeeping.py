@@ -15,6 +15,7 @@ import structlog
 from aggregator import sdnotify
 from aggregator.digest.schedule import DigestJob, build_digest_jobs
 from aggregator.store import cluster, scheduling
+from aggregator.store.db import ConnectionLost
 from aggregator.store.retention import RetentionPass
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ class Housekeeping:
         summary = await self.store.call(scheduling.summary_line, store.db)
         network = "down" if self.network.is_down(time.monotonic()) else "up"
         inflight = list(self.inflight.values())
+        outages = self.store.outages
+        database = f"up (back after {outages[-1]:g} s away)" if outages else "up"
 
         def write() -> None:
             scheduling.write_daemon_state(
@@ -79,7 +82,13 @@ class Housekeeping:
                 network=network,
             )
             cluster.heartbeat(
-                store, self.node, state, summary=summary, network=network, inflight=inflight
+                store,
+                self.node,
+                state,
+                summary=summary,
+                network=network,
+                inflight=inflight,
+                database=database,
             )
 
         await self.store.call(write)
@@ -90,6 +99,9 @@ class Housekeeping:
             await asyncio.sleep(HEARTBEAT)
             try:
                 summary = await self._heartbeat("running")
+            except ConnectionLost as exc:  # database.lost was logged when it went
+                sdnotify.notify(f"STATUS={exc}")
+                continue
             except Exception as exc:  # the heartbeat must never stop the daemon
                 log.warning("heartbeat.failed", error=str(exc))
                 continue

@@ -54,6 +54,7 @@ from aggregator.pipeline import Pipeline, PollResult
 from aggregator.sandbox import ParsePool
 from aggregator.store import cluster, is_postgres, scheduling
 from aggregator.store.cluster import Claimed, ClaimRound, Node, NodeLock
+from aggregator.store.db import ConnectionLost
 from aggregator.store.thread import StoreThread
 from aggregator.timeutil import from_db, now_db, to_db, utcnow
 
@@ -80,8 +81,9 @@ def bounds_for(source: SourceConfig, config: Config) -> policy.Bounds:
 
 
 def lease_for(config: Config) -> float:
-    """How long a claim holds a source: a whole poll's limits, with room to spare."""
-    return config.fetch.timeout + config.parse.time_limit + 60.0
+    """How long a claim holds a source: ``[schedule] lease``, else a whole poll's limits
+    with room to spare."""
+    return config.schedule.lease or config.fetch.timeout + config.parse.time_limit + 60.0
 
 
 class Daemon(Housekeeping):
@@ -253,8 +255,8 @@ class Daemon(Housekeeping):
                 log.warning("source.gone_skipped", source=name, url=state.url)
                 continue
             self.intervals[name] = state.interval_now or source.interval
-            if state.held:
-                continue
+            if state.held or (state.next_check_at is not None and state.next_check_at > now):
+                continue  # planned already (or in another node's hands): keep it
             delay = policy.initial_delay(
                 now=now,
                 bounds=bounds_for(source, self.config),
@@ -288,9 +290,10 @@ class Daemon(Housekeeping):
             self.wake.clear()
             try:
                 found = await self._claim()
-            except Exception as exc:  # the database is away: the loop waits and retries
+            except ConnectionLost:  # database.lost was logged: wait and try again
+                wait = 1.0
+            except Exception as exc:
                 log.warning("schedule.claim_failed", error=str(exc))
-                found = ClaimRound([], None, 0)
                 wait = 5.0
             else:
                 wait = self._next_look(found)

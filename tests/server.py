@@ -50,6 +50,7 @@ class Request:
     headers: dict[str, str]
     status: int
     at: float
+    body: bytes = b""  # what a 200 answer carried
 
 
 class QuietHTTPServer(ThreadingHTTPServer):
@@ -121,40 +122,40 @@ class TestServer:
                     server.active += 1
                     server.max_active = max(server.max_active, server.active)
                 try:
-                    status = server._answer(self)
+                    status, body = server._answer(self)
                 finally:
                     with server.lock:
                         server.active -= 1
                 with server.lock:
                     server.requests.append(
-                        Request("GET", self.path, dict(self.headers), status, time.time())
+                        Request("GET", self.path, dict(self.headers), status, time.time(), body)
                     )
 
             do_POST = do_GET
 
         return H
 
-    def _answer(self, req: BaseHTTPRequestHandler) -> int:
+    def _answer(self, req: BaseHTTPRequestHandler) -> tuple[int, bytes]:
         with self.lock:
             res = self.resources.get(req.path.split("?")[0])
         if res is None:
-            return _send(req, 404, b"not found", {"Content-Type": "text/plain"})
+            return _send(req, 404, b"not found", {"Content-Type": "text/plain"}), b""
         if res.delay:
             time.sleep(res.delay)
         if res.handler is not None:
             res.handler(req)
-            return res.status
+            return res.status, b""
         headers = {"Content-Type": res.content_type, **res.headers}
         if res.validators and res.status == 200:
             headers["ETag"] = res.etag
             headers["Last-Modified"] = formatdate(res.modified, usegmt=True)
             if req.headers.get("If-None-Match") == res.etag:
-                return _send(req, 304, b"", headers)
+                return _send(req, 304, b"", headers), b""
         body = res.body
         if res.gzip and "gzip" in req.headers.get("Accept-Encoding", ""):
             body = gzip.compress(body)
             headers["Content-Encoding"] = "gzip"
-        return _send(req, res.status, body, headers)
+        return _send(req, res.status, body, headers), res.body
 
 
 def _send(req: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str]) -> int:

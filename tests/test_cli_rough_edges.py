@@ -77,7 +77,7 @@ def feed_config(
     return write_config(tmp_path / "aggregator.toml", sources, db=tmp_path / "a.db", extra=extra)
 
 
-JSONL_SINK = '[[sinks]]\nkind = "jsonl"\npath = "events.jsonl"\n'
+JSONL_SINK = '[[sinks]]\nkind = "jsonl"\npath = "events.jsonl"\nsend_first_listing = true\n'
 
 
 # -- 1. outbox deliver ------------------------------------------------------------------

@@ -122,7 +122,7 @@ def test_email_subjects_threads_and_digest_alternative(
     monkeypatch.setenv("TEST_SMTP_PASSWORD", "not-used-without-auth")
     harness.add("world", "/feed.xml")
     harness.extra = (
-        "[[sinks]]\nsend_first_listing = true\n"
+        "[[sinks]]\nsend_first_listing = true\nconcurrency = 1\n"  # one message at a time
         f'kind = "email"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
         'password_env = "TEST_SMTP_PASSWORD"\nfrom = "news@aggregator.test"\n'
         'to = ["reader@example.test"]\n'

@@ -11,6 +11,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from click.testing import CliRunner
+from sqlite_utils import Database
 
 from aggregator.cli import main
 from aggregator.detect import detect
@@ -261,7 +262,7 @@ def test_migration_keeps_every_row_and_the_views(tmp_path: Path) -> None:
     references) kept, the CHECK widened to 'moved', and both views answer as before."""
     path = tmp_path / "old.db"
     db = open_database(path)
-    migrations.apply(db, stop_before="0007_story_keys")
+    migrations.apply(Database(db.conn), stop_before="0007_story_keys")
     statements = [
         "INSERT INTO sources (id, name, kind, url, config_url, added_at)"
         " VALUES (1, 'world', 'feed', 'https://n.example/rss', 'https://n.example/rss', 't0')",

@@ -176,7 +176,8 @@ _QUESTIONS = [
     "SELECT v.id FROM versions_fts JOIN versions v ON v.id = versions_fts.rowid"
     " WHERE versions_fts MATCH 'ships OR deal' ORDER BY v.id",
     "SELECT id, content, summary_text, content_text FROM versions ORDER BY id",
-    "SELECT * FROM outbox ORDER BY id",
+    "SELECT id, event_id, type, source_id, entry_id, change_id, payload, created_at"
+    " FROM outbox ORDER BY id",
 ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from aggregator import __version__
-from aggregator.cli import backup, check, demo, manage, outbox, poll, reading, serve, status
+from aggregator.cli import backup, check, copy, demo, manage, outbox, poll, reading, serve, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +28,7 @@ for module in (
     demo,
     serve,
     backup,
+    copy,
 ):
     for command in module.COMMANDS:
         main.add_command(command)

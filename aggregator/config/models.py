@@ -144,6 +144,9 @@ class ScheduleConfig(_Strict):
     startup_spread: Duration = 300.0
     network_retry: Duration = 60.0
     shutdown_grace: Duration = 20.0
+    #: How long a node holds a source it claimed before another node may take it over
+    #: (default: the fetch timeout plus the parse time limit plus a minute).
+    lease: Duration | None = None
 
 
 class SourceConfig(BaseModel):

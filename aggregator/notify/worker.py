@@ -31,13 +31,14 @@ from typing import Any
 import structlog
 
 from aggregator.config import Config, SinkConfig
+from aggregator.errors import StoreError
 from aggregator.events import fold_events
 from aggregator.notify import Sink, make_sink
 from aggregator.notify.base import DeliveryError
 from aggregator.notify.filters import Filter
 from aggregator.store import Store
 from aggregator.store.cluster import Node, release_dead
-from aggregator.store.db import libpq_url
+from aggregator.store.db import ConnectionLost, libpq_url
 from aggregator.store.outbox import IN_ORDER, Delivery, OutboxEvent, Queued
 from aggregator.store.thread import StoreThread
 from aggregator.timeutil import from_db, to_db, utcnow
@@ -207,6 +208,8 @@ class DeliveryWorker:
                     await self._enqueue(route)
                     await self._fill(route)
                     wait = await self._next_wait(route)
+                except ConnectionLost:  # database.lost was logged: try again soon
+                    wait = 1.0
                 except Exception as exc:  # keep delivering after a transient database error
                     log.exception("delivery.crashed", error=str(exc))
                     wait = self.check_every
@@ -286,7 +289,14 @@ class DeliveryWorker:
 
     async def _send(self, route: Route, delivery: Delivery) -> str:
         attempt = await self._attempt(route, delivery)
-        await self.store.call(attempt.record)
+        try:
+            await self.store.call(attempt.record)
+        except StoreError as exc:  # at least once: it is sent again when its lease lapses
+            log.warning(
+                "delivery.unrecorded", event_id=attempt.event_id, outcome=attempt.outcome,
+                error=str(exc), effect="sent again once its lease lapses",
+            )  # fmt: skip
+            return "unrecorded"
         attempt.log()
         return attempt.outcome
 

@@ -11,10 +11,11 @@ the async pipeline runs every call on one writer thread.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,15 @@ def open_database(location: str | Path, *, readonly: bool = False) -> Database:
 class Store(DeliveryQueries):
     """Reads and writes the history of every source."""
 
-    def __init__(self, db: Database, *, failing_after: int = 3) -> None:
+    def __init__(
+        self, db: Database, *, failing_after: int = 3, location: str | Path | None = None
+    ) -> None:
         self.db = db
         self.failing_after = failing_after
+        #: Where to reconnect to (a URL keeps its password here, never in messages).
+        self.location = location
+        #: Session state to rebuild on a new connection (temporary tables), by name.
+        self.session: dict[str, Callable[[Store], None]] = {}
         # Write-through cache of each source's fetch state; entries are immutable
         # and replaced whole, so any thread may read one (``fetch_state``).
         self._states: dict[int, FetchState] = {}
@@ -131,7 +138,21 @@ class Store(DeliveryQueries):
         except Exception as exc:  # sqlite-utils' own migration runner raises the driver's
             db.close()
             raise StoreError(f"cannot set up database {mask(location)}: {exc}") from exc
-        return cls(db, failing_after=failing_after)
+        return cls(db, failing_after=failing_after, location=location)
+
+    def reconnect(self) -> None:
+        """Open a new connection (the server restarted) and rebuild the session's state.
+
+        Raises:
+            StoreError: the database still cannot be reached.
+        """
+        if self.location is None:
+            raise StoreError("this store cannot reconnect (opened on a given connection)")
+        with contextlib.suppress(Exception):
+            self.db.close()
+        self.db = connect(self.location)
+        for setup in self.session.values():
+            setup(self)
 
     def close(self) -> None:
         """Write pending unchanged-poll rows, then close the connection."""
@@ -302,6 +323,19 @@ class Store(DeliveryQueries):
         if not self._pending and not plans:
             return
         pending, self._pending = self._pending, []
+        try:
+            self._write_batch(pending, plans)
+        except Exception:  # keep them for the next flush (the database may be back by then)
+            with self._plans_lock:
+                self._plans = {**plans, **self._plans}
+            self._pending = pending + self._pending
+            raise
+
+    def _write_batch(
+        self,
+        pending: list[tuple[int, FetchRecord, str]],
+        plans: dict[int, tuple[str, float, str, int | None]],
+    ) -> None:
         with self.db.atomic():
             self.db.executemany(INSERT_FETCH, [_fetch_row(i, f, None, 0) for i, f, _ in pending])
             self.db.executemany(

@@ -283,12 +283,18 @@ def nodes_report(db: Database, *, within: float = 86400.0) -> list[dict[str, Any
 
 
 def set_mine(store: Store, source_ids: list[int]) -> None:
-    """The sources this node may claim (its config's): a temporary table on its connection."""
-    db = store.db
-    with db.atomic():
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS mine (id BIGINT PRIMARY KEY)")
-        db.execute("DELETE FROM mine")
-        db.executemany("INSERT INTO mine (id) VALUES (?)", [(i,) for i in source_ids])
+    """The sources this node may claim (its config's): a temporary table on its connection,
+    made again on a new connection."""
+
+    def setup(store: Store) -> None:
+        db = store.db
+        with db.atomic():
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS mine (id BIGINT PRIMARY KEY)")
+            db.execute("DELETE FROM mine")
+            db.executemany("INSERT INTO mine (id) VALUES (?)", [(i,) for i in source_ids])
+
+    setup(store)
+    store.session["mine"] = setup
 
 
 def claim_due(store: Store, node: Node, *, limit: int, lease: float, per_host: int) -> ClaimRound:

@@ -205,9 +205,25 @@ class Database:
         row = self.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
-    def note_outbox(self) -> None:
-        """Record that an outbox row was written in the current transaction."""
+    def add_outbox(self, row: tuple[Any, ...]) -> None:
+        """Write one outbox row (``OUTBOX_COLUMNS``); the worker is signalled after commit.
+
+        An event id already in the outbox is not written again.
+        """
+        self.execute(INSERT_OUTBOX, row)
         self.outbox_written = True
+
+
+#: An outbox row, in the order ``Database.add_outbox`` takes it.
+OUTBOX_COLUMNS = (
+    "event_id", "type", "source_id", "entry_id", "change_id", "payload", "created_at", "baseline",
+)  # fmt: skip
+INSERT_OUTBOX = (
+    f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}) VALUES ({', '.join('?' * 8)})"
+    " ON CONFLICT (event_id) DO NOTHING"
+)
+#: The advisory lock held from writing a transaction's outbox rows to its commit.
+OUTBOX_LOCK = 0x61676774
 
 
 # -- SQLite -------------------------------------------------------------------------------
@@ -375,6 +391,7 @@ class PostgresDatabase(Database):
         self.location = location
         self.readonly = readonly
         self._url = location
+        self._outbox: list[tuple[Any, ...]] = []  # this transaction's events, not written yet
 
     @classmethod
     def open(cls, url: str, *, readonly: bool = False) -> PostgresDatabase:
@@ -403,13 +420,42 @@ class PostgresDatabase(Database):
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[Database]:
+        outer = not self.in_transaction
+        mark = len(self._outbox)
         try:
             with self.conn.transaction():
                 yield self
+                if outer and self._outbox:
+                    self._write_outbox()
         except BaseException:
-            if not self.in_transaction:
+            del self._outbox[mark:]  # a rolled-back savepoint takes its events with it
+            if outer:
                 self.outbox_written = False
             raise
+
+    def add_outbox(self, row: tuple[Any, ...]) -> None:
+        """Keep the row until the transaction commits (see ``_write_outbox``)."""
+        if not self.in_transaction:
+            with self.atomic():
+                self._outbox.append(row)
+            return
+        self._outbox.append(row)
+
+    def _write_outbox(self) -> None:
+        """Write the transaction's outbox rows just before its commit, under a lock.
+
+        Outbox ids come from a sequence; with several nodes writing, a row with a
+        lower id could commit after one with a higher id, and a sink's cursor
+        would pass it by. Taking ``OUTBOX_LOCK`` (held to the commit) right before
+        the rows are written makes ids commit in order, and holds the lock only for
+        that instant, not for the whole poll's write. ``NOTIFY`` wakes the other
+        nodes' delivery workers at the commit.
+        """
+        rows, self._outbox = self._outbox, []
+        self.execute("SELECT pg_advisory_xact_lock(?)", [OUTBOX_LOCK])
+        self.executemany(INSERT_OUTBOX, rows)
+        self.execute("NOTIFY aggregator_outbox")
+        self.outbox_written = True
 
     @property
     def in_transaction(self) -> bool:
@@ -425,12 +471,6 @@ class PostgresDatabase(Database):
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
         ).fetchall()
         return {r[0] for r in rows}
-
-    def note_outbox(self) -> None:
-        """Also wake the other nodes' delivery workers (``NOTIFY`` is sent at commit)."""
-        if not self.outbox_written:
-            self.execute("NOTIFY aggregator_outbox")
-        self.outbox_written = True
 
     def _error(self, exc: Exception, sql: str) -> Exception:
         import psycopg
@@ -474,6 +514,7 @@ def connect_postgres(url: str, *, readonly: bool = False) -> psycopg.Connection[
         reason = scrub(str(exc).strip(), url)
         raise StoreError(f"cannot connect to {mask(url)}: {reason}") from None
     register_time_loader(conn)
+    register_text_dumper(conn)
     return conn
 
 
@@ -496,6 +537,21 @@ def register_time_loader(conn: Any) -> None:
             return base + ".000"
 
     conn.adapters.register_loader("timestamptz", DbTimeLoader)
+
+
+def register_text_dumper(conn: Any) -> None:
+    """Send text as psycopg does (type left to the server), a NUL as U+FFFD.
+
+    PostgreSQL text cannot hold NUL, which SQLite can: a NUL from a publisher
+    must not make a poll fail on one backend only.
+    """
+    from psycopg.types.string import StrDumperUnknown
+
+    class NulSafeDumper(StrDumperUnknown):
+        def dump(self, obj: str) -> Any:
+            return super().dump(obj.replace("\x00", "\ufffd") if "\x00" in obj else obj)
+
+    conn.adapters.register_dumper(str, NulSafeDumper)
 
 
 class DatabaseError(StoreError):

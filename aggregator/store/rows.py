@@ -222,12 +222,9 @@ def insert_outbox(
     ``baseline``: the event is part of a source's first listing (sent only to the
     sinks that ask for it).
     """
-    db.execute(
-        "INSERT INTO outbox (event_id, type, source_id, entry_id, change_id, payload,"
-        " created_at, baseline) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
+    db.add_outbox(
+        (
             payload["id"], payload["type"], source_id, entry_id, change_id,
             json.dumps(payload, ensure_ascii=False), at, int(baseline),
-        ],
+        )
     )  # fmt: skip
-    db.note_outbox()

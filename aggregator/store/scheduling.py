@@ -63,10 +63,11 @@ def _state(row: tuple[Any, ...]) -> SourceState:
 
 
 def save_schedules(store: Store, plans: list[tuple[int, datetime, float, str]]) -> None:
-    """Remember when to check each source next, at what interval, and why (one transaction).
+    """Plan the next check of sources that are overdue or never planned (one transaction).
 
-    A source some node holds now (a claim whose lease has not lapsed) keeps its
-    plan: that node plans it when its check is done.
+    A source planned in the future by the time this is written (another node
+    polled it meanwhile, or holds it now: a claim's lease is in ``next_check_at``)
+    keeps that plan.
     """
     store.flush()
     now = now_db()
@@ -74,7 +75,7 @@ def save_schedules(store: Store, plans: list[tuple[int, datetime, float, str]]) 
         store.db.executemany(
             "UPDATE sources SET next_check_at = ?, interval_now_seconds = ?,"
             " schedule_reason = ?, claimed_by = NULL"
-            " WHERE id = ? AND (claimed_by IS NULL OR next_check_at <= ?)",
+            " WHERE id = ? AND (next_check_at IS NULL OR next_check_at <= ?)",
             [(to_db(at), iv, reason, source_id, now) for source_id, at, iv, reason in plans],
         )
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 import structlog
 
 from aggregator.store import Store
+from aggregator.store.db import ConnectionLost
 
 T = TypeVar("T")
 
@@ -37,6 +39,11 @@ log = structlog.get_logger("aggregator.store")
 
 #: Most writes committed together by ``StoreThread.write``.
 MAX_GROUP = 64
+
+#: Seconds before the first reconnection attempt after the server went away, and at most
+#: between two (the wait doubles).
+RECONNECT_FIRST = 0.5
+RECONNECT_MAX = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +74,11 @@ class StoreThread:
         self._lock = threading.Lock()
         #: Where the database is, as given (a PostgreSQL URL with its password, if any).
         self.url = str(path)
+        #: When the connection was lost (monotonic), while it is; outages so far (seconds).
+        self.lost_since: float | None = None
+        self.outages: list[float] = []
+        self._retry_in = RECONNECT_FIRST
+        self._next_try = 0.0
         self.store: Store = self._pool.submit(self._open, path, failing_after).result()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -105,6 +117,7 @@ class StoreThread:
 
     def _apply(self, group: list[_Write]) -> list[tuple[bool, Any]]:
         """Run ``group`` in one transaction; (ok, result or exception) per write."""
+        self._ensure_connected()
         db = self.store.db
         outcomes: list[tuple[bool, Any]] = []
         try:
@@ -117,7 +130,10 @@ class StoreThread:
                         outcomes.append((False, exc))
         except Exception as exc:  # the commit failed: nothing of the group is stored
             outcomes = [(False, exc)] * len(group)
-        if not all(ok for ok, _ in outcomes):
+        lost = [exc for ok, exc in outcomes if not ok and isinstance(exc, ConnectionLost)]
+        if lost:
+            self._lost(lost[0])
+        elif not all(ok for ok, _ in outcomes):
             self.store.load_fetch_states()  # the cache may hold what was rolled back
         return outcomes
 
@@ -160,13 +176,55 @@ class StoreThread:
         return Store.open(path, failing_after=failing_after)
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        self._ensure_connected()
         try:
             return fn(*args)
+        except ConnectionLost as exc:
+            self._lost(exc)
+            raise
         finally:
             db = self.store.db
             if db.outbox_written and not db.in_transaction:
                 db.outbox_written = False
                 self._signal()
+
+    # -- a database server that goes away (PostgreSQL) ----------------------
+
+    def _lost(self, exc: Exception) -> None:
+        """Note that the connection is gone; the next calls try to reconnect, with backoff."""
+        if self.lost_since is None:
+            self.lost_since = time.monotonic()
+            self._retry_in = RECONNECT_FIRST
+            self._next_try = self.lost_since
+            log.warning("database.lost", error=str(exc), retrying="with backoff")
+
+    def _ensure_connected(self) -> None:
+        """Reconnect if the connection was lost and the backoff allows a try now.
+
+        Raises:
+            ConnectionLost: still unreachable (the caller's work waits for the next try).
+        """
+        if self.lost_since is None:
+            return
+        now = time.monotonic()
+        if now < self._next_try:
+            raise ConnectionLost(self._down_text(now))
+        try:
+            self.store.reconnect()
+        except Exception as exc:
+            self._next_try = now + self._retry_in
+            self._retry_in = min(self._retry_in * 2, RECONNECT_MAX)
+            raise ConnectionLost(f"{self._down_text(now)}: {exc}") from None
+        down = round(now - self.lost_since, 1)
+        self.lost_since = None
+        self.outages.append(down)
+        log.info("database.reconnected", after_seconds=down)
+        with contextlib.suppress(Exception):
+            self.store.load_fetch_states()
+
+    def _down_text(self, now: float) -> str:
+        since = int(now - (self.lost_since or now))
+        return f"the database has been unreachable for {since} s (reconnecting)"
 
     def _signal(self) -> None:
         for listener in self._listeners:
