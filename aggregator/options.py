@@ -31,6 +31,12 @@ FAMILIES = {"source": "aggregator.parse", "sink": "aggregator.notify"}
 _validators: dict[str, Validator] = {}
 
 
+#: Where an unknown-key error sends the user: a file every installation can write.
+KEYS_HINT = (
+    "check the spelling; `aggregator init --config example.toml` writes every key, commented"
+)
+
+
 def did_you_mean(key: str, known: Iterable[str]) -> str:
     """``"; did you mean 'x'?"`` for the known key closest to ``key``, else ``""``."""
     close = difflib.get_close_matches(key, sorted(known), n=1)
@@ -43,8 +49,7 @@ class UnknownKeyError(ConfigError):
     def __init__(self, key: str, label: str, known: Iterable[str]) -> None:
         self.key, self.label, self.known = key, label, tuple(known)
         super().__init__(
-            f"{key}: unknown key for {label}{did_you_mean(key, self.known)}"
-            " (check the spelling; see the README)"
+            f"{key}: unknown key for {label}{did_you_mean(key, self.known)} ({KEYS_HINT})"
         )
 
 

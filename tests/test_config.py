@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -88,10 +89,18 @@ def test_lookup_order_and_helpful_message(tmp_path: Path, monkeypatch: pytest.Mo
     assert config.find_config() == tmp_path / "env.toml"
 
 
-def test_example_config_is_valid() -> None:
-    """The shipped example loads without errors."""
-    cfg = config.load(ROOT / "config" / "example.toml")
-    assert cfg.sources
+def test_example_config_ships_in_the_package_and_is_what_init_writes() -> None:
+    """The commented example is package data, loads without errors, and is init's starter."""
+    from importlib import resources
+
+    from aggregator import config_edit
+
+    shipped = resources.files("aggregator.config").joinpath("example.toml")
+    text = shipped.read_text(encoding="utf-8")
+    assert text == config_edit.STARTER
+    assert not (ROOT / "config" / "example.toml").exists()  # one copy, the installed one
+    cfg = config.parse(tomllib.loads(text), "example.toml")
+    assert cfg.sources == [] and cfg.storage.database == "aggregator.db"
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ def main() -> None:
     """Watch evolving news stories: poll feeds, live blogs and articles, keep every version.
 
     Start with `aggregator demo` (no config, no internet needed), or copy
-    config/example.toml to aggregator.toml and run `aggregator poll`.
+    write a config with `aggregator init` and run `aggregator poll`.
     """
 
 

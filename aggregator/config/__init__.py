@@ -38,7 +38,7 @@ from aggregator.config.models import (
     name_from_url,
 )
 from aggregator.errors import ConfigError
-from aggregator.options import UnknownKeyError, did_you_mean, validator
+from aggregator.options import KEYS_HINT, UnknownKeyError, did_you_mean, validator
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -259,8 +259,7 @@ def _check_named(
                 label = f"{given.where}: defaults"
             hint = did_you_mean(top, {*exc.known, *type(item).model_fields})
             raise ConfigError(
-                f"{label}.{exc.key}: unknown key for {exc.label}{hint}"
-                " (check the spelling; see the README)"
+                f"{label}.{exc.key}: unknown key for {exc.label}{hint} ({KEYS_HINT})"
             ) from None
         except ConfigError as exc:
             top = str(exc).split(":")[0].split(".")[0]
@@ -299,7 +298,7 @@ def _describe(exc: ValidationError, where: str, raw: dict[str, Any], given: _Def
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             hint = did_you_mean(str(loc[-1]), _known_keys(loc))
-            message = f"unknown key{hint} (check the spelling; see config/example.toml)"
+            message = f"unknown key{hint} ({KEYS_HINT})"
         elif error["type"] == "missing":
             message = "required key is missing"
         lines.append(f"{path}: {message}")
