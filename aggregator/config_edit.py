@@ -26,6 +26,14 @@ MANAGED_INCLUDE = "sources.d/*.toml"
 #: commented example shipped inside the package, so every installation has it.
 STARTER = resources.files("aggregator.config").joinpath("example.toml").read_text(encoding="utf-8")
 
+_DATABASE = re.compile(r"^database = .*$", re.M)
+
+
+def with_database(starter: str, database: str) -> str:
+    """``starter`` with its ``[storage] database`` line naming ``database``."""
+    return _DATABASE.sub(lambda _: f"database = {_toml(database)}", starter, count=1)
+
+
 _HEADER = re.compile(r"""^\s*\[\[?\s*[\w."' -]+?\s*\]\]?\s*(#.*)?$""")
 _SOURCES = re.compile(r"^\s*\[\[\s*sources\s*\]\]\s*(#.*)?$")
 _SUBTABLE = re.compile(r"^\s*\[\[?\s*sources\s*\.")

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from aggregator.errors import ConfigError
+from aggregator.timeutil import FROM_FILE
 
 #: Checks the kind-specific keys of one plugin: ``(kind, options) -> validated Options``.
 #: Raises ``ConfigError("<key>: <problem>")``.
@@ -91,7 +92,7 @@ def validate_plugin_options(
         ConfigError: ``"<key>: <problem>"`` for the first bad key.
     """
     try:
-        return model.model_validate(dict(options))
+        return model.model_validate(dict(options), context={FROM_FILE: True})
     except ValidationError as exc:
         # an unknown key first: a misspelt required key is also reported missing
         error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")

@@ -141,15 +141,17 @@ def test_poll_without_any_config_says_how_to_start(tmp_path: Path) -> None:
 
 
 def test_poll_with_unwritable_database_exits_non_zero(tmp_path: Path) -> None:
-    """A database path that cannot be created is an error, not a silent pass."""
+    """A database path that cannot be created is a config error (exit 2, nothing polled)
+    naming the path and why, not a silent pass."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     (tmp_path / "c.toml").write_text(
         f'[storage]\ndatabase = "{blocker}/sub/x.db"\n[[sources]]\nurl = "http://127.0.0.1:9/f"\n'
     )
     proc = run_cli("poll", "--config", "c.toml", cwd=tmp_path)
-    assert proc.returncode == 1
-    assert "cannot open database" in proc.stderr
+    assert proc.returncode == 2
+    assert f"cannot use the database {blocker}/sub/x.db" in proc.stderr
+    assert f"{blocker} is not a directory" in proc.stderr
 
 
 def test_relative_database_is_beside_the_config_file(

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -42,13 +43,14 @@ README = ROOT / "README.md"
 
 # README placeholder -> value. ``{server}`` is the local server's base URL, ``{workdir}``
 # the command's own copy of the fixture directory (also its cwd), ``{yesterday}`` and
-# ``{tomorrow}`` dates around the polls. A placeholder missing here fails its command.
+# ``{tomorrow}`` dates around the polls, ``{failed_delivery}`` a failed delivery's id.
+# A placeholder missing here fails its command.
 VALUES: dict[str, str] = {
     "ENTRY": "talks",  # the story's lead entry (three versions)
     "NAME": "world",  # a source (after --sink, a sink: see OPTION_VALUES)
     "TEXT": "ceasefire",
     "URL": "{server}/rss",
-    "IDS...": "1",
+    "IDS...": "{failed_delivery}",  # one of the refusing webhook's failed deliveries
     "N": "1",
     "M": "2",
     "S": "0",
@@ -163,6 +165,7 @@ class Site:
     server: TestServer
     receiver: WebhookReceiver
     polled_on: dt.date
+    failed_delivery: int = 0
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,7 @@ def concrete_argv(command: Command, site: Site, workdir: Path) -> list[str]:
         "workdir": str(workdir),
         "yesterday": (site.polled_on - dt.timedelta(days=1)).isoformat(),
         "tomorrow": (site.polled_on + dt.timedelta(days=1)).isoformat(),
+        "failed_delivery": str(site.failed_delivery),
     }
     values = {}
     for before, token in placeholders(argv):
@@ -370,7 +374,12 @@ def _site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         guard = tmp_path_factory.mktemp("readme-guard")
         (guard / "sitecustomize.py").write_text(GUARD)
         runs = tmp_path_factory.mktemp("readme-runs")
-        yield Site(base, runs, guard, server, receiver, dt.datetime.now(dt.UTC).date())
+        [(failed,)] = sqlite3.connect(base / "history.db").execute(
+            "SELECT min(d.id) FROM deliveries d JOIN sinks s ON s.id = d.sink_id"
+            " WHERE s.name = 'hook' AND d.status = 'failed'"
+        )
+        assert failed is not None, "the fixture has no failed delivery to retry or drop"
+        yield Site(base, runs, guard, server, receiver, dt.datetime.now(dt.UTC).date(), failed)
     finally:
         receiver.stop()
         server.stop()

@@ -24,9 +24,12 @@ from pydantic import (
 )
 
 from aggregator.detect import REKEY_POLICIES, REMOVAL_POLICIES
-from aggregator.timeutil import parse_duration
+from aggregator.timeutil import interval_setting, setting_duration
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+#: A duration setting: ``90s``, ``5m``, ``1h``, ``2d``; a bare number is refused.
+Duration = Annotated[float, BeforeValidator(setting_duration)]
+#: A polling interval: a ``Duration`` of at most a year.
+Interval = Annotated[float, BeforeValidator(interval_setting)]
 
 _QUIET = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
 
@@ -140,7 +143,7 @@ class SourceConfig(BaseModel):
     url: str
     name: str = ""
     kind: str = "feed"
-    interval: Duration = 900.0
+    interval: Interval = 900.0
     removals: str = "window"
     #: ``auto``: a story listed under a new key (fixed slug, new guid) stays one entry.
     rekey: str = "auto"
@@ -148,8 +151,8 @@ class SourceConfig(BaseModel):
     tags: list[str] = Field(default_factory=list)
     enabled: bool = True
     adaptive: bool = True
-    min_interval: Duration | None = None
-    max_interval: Duration | None = None
+    min_interval: Interval | None = None
+    max_interval: Interval | None = None
     #: Extra request headers (a token, a cookie), ``_env`` keys already read from the
     #: environment. Secret: shown as ``**********``; use ``request_headers`` to send.
     headers: dict[str, SecretStr] = Field(default_factory=dict)

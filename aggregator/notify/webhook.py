@@ -21,7 +21,7 @@ from pydantic import BeforeValidator, Field, field_validator
 
 from aggregator.fetch import parse_retry_after
 from aggregator.notify.base import DeliveryError, Options, Sink, secret_from
-from aggregator.timeutil import parse_duration
+from aggregator.timeutil import setting_duration
 
 RETRYABLE = {408, 429}
 
@@ -33,7 +33,7 @@ class WebhookOptions(Options):
     secret_env: str | None = None
     secret: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    timeout: Annotated[float, BeforeValidator(parse_duration)] = 15.0
+    timeout: Annotated[float, BeforeValidator(setting_duration)] = 15.0
 
     @field_validator("url")
     @classmethod
