@@ -436,6 +436,14 @@ def default_database() -> str:
 
 
 def name_from_url(url: str) -> str:
-    """A readable default name: host plus path, e.g. ``example.com/news/feed.xml``."""
+    """A readable default name: host, port if any, and path: ``example.com/news/feed.xml``.
+
+    An explicit port is kept (``localhost:8080/feed``), so two feeds on one host that
+    differ only by port get different names.
+    """
     parts = urlsplit(url)
-    return f"{parts.hostname}{parts.path.rstrip('/')}" or url
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number: the URL check reports it
+        port = ""
+    return f"{parts.hostname}{port}{parts.path.rstrip('/')}" if parts.hostname else url
