@@ -266,3 +266,11 @@ def test_backup_of_a_missing_database_writes_nothing(site: Harness) -> None:
     assert not (site.tmp / "b.db").exists() and not (site.tmp / "typo.db").exists()
     with sqlite3.connect(site.db_path) as conn:  # the real one is untouched
         assert conn.execute("SELECT count(*) FROM versions").fetchone()[0] > 0
+
+
+def test_the_cli_s_delivery_statuses_are_the_store_s() -> None:
+    """`outbox list --status` offers exactly the statuses the store knows."""
+    from aggregator.cli.outbox import STATUSES
+    from aggregator.store.outbox import STATUSES as STORE_STATUSES
+
+    assert STATUSES == STORE_STATUSES

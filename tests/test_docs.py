@@ -59,3 +59,65 @@ def test_the_manual_builds_strictly(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "search" / "search_index.js").is_file()  # offline search
     assert (tmp_path / "screenshot-story.png").is_file()
+
+
+#: Loaded by the demo run below: the test tools cannot be imported.
+NO_TEST_TOOLS = """
+import sys
+
+BLOCKED = {"pytest", "_pytest", "hypothesis", "playwright", "ruff", "aiosmtpd", "numpy",
+           "mkdocs", "material"}
+
+
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"{name} is a test tool, not installed here", name=name)
+        return None
+
+
+sys.meta_path.insert(0, Blocker())
+"""
+
+
+def test_the_readme_demo_runs_without_the_test_tools_or_an_activated_venv(
+    tmp_path: Path,
+) -> None:
+    """`python3 -m aggregator demo`, with the venv's python called by its path (not on
+    PATH, as in a venv that is not activated) and no test tool importable, runs the
+    demo and suggests commands in the form that works there."""
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(NO_TEST_TOOLS)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": f"{guard}{os.pathsep}{ROOT}",
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+    }
+    probe = subprocess.run(
+        [sys.executable, "-c", "import pytest"], env=env, capture_output=True, text=True
+    )
+    assert "is a test tool" in probe.stderr  # the guard works
+    proc = subprocess.run(
+        [sys.executable, "-m", "aggregator", "demo", "--delay", "0", "--epochs", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Poll 2/2" in proc.stdout
+    assert "python3 -m aggregator history summit --db " in proc.stdout
+
+
+def test_the_test_tools_are_not_runtime_dependencies() -> None:
+    """`pip install -e .` (the README's first line) installs no test or docs tool."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = " ".join(project["dependencies"]).lower()
+    for tool in ("pytest", "hypothesis", "playwright", "ruff", "aiosmtpd", "mkdocs", "numpy"):
+        assert tool not in runtime, tool
+    assert "test" in project["optional-dependencies"]

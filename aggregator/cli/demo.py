@@ -49,7 +49,11 @@ def demo_command(epochs: int, delay: float, color: bool | None) -> None:
 
     configure_logging("WARNING")
     path = Path(database_location("new", default=_temporary_database))
-    run_demo(path, epochs=epochs, delay=delay, color=use_color(color), say=click.echo)
+    # `python3 -m aggregator demo` suggests commands in the same form: in a virtual
+    # environment that is not activated, `aggregator` alone is not on the PATH.
+    invoked = click.get_current_context().find_root().info_name or ""
+    prog = "python3 -m aggregator" if invoked.startswith("python") else "aggregator"
+    run_demo(path, epochs=epochs, delay=delay, color=use_color(color), say=click.echo, prog=prog)
 
 
 def _temporary_database() -> str:
