@@ -12,6 +12,7 @@ import json
 import re
 import tomllib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,45 +22,17 @@ from aggregator.errors import ConfigError
 
 MANAGED_INCLUDE = "sources.d/*.toml"
 
-#: What ``aggregator init`` writes (and ``aggregator add`` when there is no config yet).
-STARTER = """\
-# aggregator configuration (written by `aggregator init`).
-# Durations are written like "90s", "5m", "1h", "2d". Every key: see the README.
-# Add sources with `aggregator add URL`, or by hand as [[sources]] tables below;
-# then `aggregator config check`, and `aggregator poll` (one pass) or `aggregator run`.
+#: What ``aggregator init`` writes (and ``aggregator add`` when there is no config yet): the
+#: commented example shipped inside the package, so every installation has it.
+STARTER = resources.files("aggregator.config").joinpath("example.toml").read_text(encoding="utf-8")
 
-[storage]
-# SQLite file holding every version, relative to this file.
-database = "aggregator.db"
+_DATABASE = re.compile(r"^database = .*$", re.M)
 
-[defaults]
-# Applied to every [[sources]] table unless it sets the key itself.
-interval = "15m"
 
-# A feed (RSS, Atom or JSON Feed); every entry is tracked.
-# [[sources]]
-# name = "world"
-# url = "https://news.example/world/rss.xml"
-# tags = ["world"]
+def with_database(starter: str, database: str) -> str:
+    """``starter`` with its ``[storage] database`` line naming ``database``."""
+    return _DATABASE.sub(lambda _: f"database = {_toml(database)}", starter, count=1)
 
-# A live blog (kind = "liveblog") or one evolving article (kind = "page").
-# [[sources]]
-# name = "talks-live"
-# kind = "liveblog"
-# url = "https://news.example/world/live/antalya-talks"
-# interval = "2m"
-
-# A feed behind a token or a cookie: a key ending in _env reads the value
-# from that environment variable (here $FEED_COOKIE).
-# [[sources]]
-# name = "members"
-# url = "https://members.example/feed.xml"
-# headers = { Authorization_env = "FEED_TOKEN", Cookie_env = "FEED_COOKIE" }
-
-# Notifications: uncomment a sink (more kinds in the README).
-# [[sinks]]
-# kind = "stdout"
-"""
 
 _HEADER = re.compile(r"""^\s*\[\[?\s*[\w."' -]+?\s*\]\]?\s*(#.*)?$""")
 _SOURCES = re.compile(r"^\s*\[\[\s*sources\s*\]\]\s*(#.*)?$")

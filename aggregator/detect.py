@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
+from aggregator.diff import word_diff
 from aggregator.models import TRACKED_FIELDS, Change, Known, Snapshot
 from aggregator.rekey import Link, find_links
 
@@ -131,9 +132,11 @@ def _link_changed(before: str, after: str) -> bool:
 def classify_edit(
     before: Mapping[str, str], after: Mapping[str, str], fields: Sequence[str]
 ) -> str | None:
-    """``appended`` if the text only gained paragraphs, ``edited`` if it was rewritten.
+    """``appended`` if text was only added, ``edited`` if any was removed or rewritten.
 
-    ``None`` when neither summary nor content changed.
+    Added means a sentence at the end of a paragraph, a new paragraph, words inserted
+    anywhere: every word of the old text is still there, in order. ``None`` when
+    neither summary nor content changed.
     """
     text_fields = [f for f in TEXT_FIELDS if f in fields]
     if not text_fields:
@@ -144,11 +147,16 @@ def classify_edit(
 
 
 def is_pure_addition(old: str, new: str) -> bool:
-    """True when every paragraph of ``old`` is still in ``new``, in order, unchanged."""
+    """True when ``new`` is ``old`` with text added and none removed or rewritten.
+
+    Judged on the word diff: every word of ``old`` (numbers like ``1.9.3`` are one word)
+    is in ``new``, in order. Only whitespace may be taken away (a paragraph split in two).
+    """
     if not old:
         return bool(new)
-    remaining = iter(new.split("\n\n"))
-    return all(any(p == q for q in remaining) for p in old.split("\n\n")) and old != new
+    if old == new:
+        return False
+    return not any(s.op == "delete" and s.text.strip() for s in word_diff(old, new))
 
 
 def _removals(

@@ -3,7 +3,11 @@
 Tokens keep their trailing whitespace (``\\w+\\s*``) but are compared without
 it, so a word followed by added text (``morning`` → ``morning and…``) stays
 unchanged; ``autojunk`` is off: bare whitespace tokens or autojunk make
-``SequenceMatcher`` mark whole articles as changed.
+``SequenceMatcher`` mark whole articles as changed. A number with inner
+separators (``1.9.3``, ``1,234``, ``12:30``, ``2024-05-06``) is one token, so a
+diff never splits it; of equally long matches the one nearest the diagonal is
+taken, so ``1.9.3 now.`` → ``1.9.4 now; 1.9.3 was…`` reads as the version
+replaced and a clause added.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from difflib import SequenceMatcher
+from difflib import Match, SequenceMatcher
 
-_TOKEN = re.compile(r"\w+\s*|[^\w\s]+\s*|\s+")
+_TOKEN = re.compile(r"\w+(?:[.,:/-]\d+)*\s*|[^\w\s]+\s*|\s+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +51,7 @@ def word_diff(old: str, new: str) -> list[Segment]:
     tail = _common_run(keys_a[head:][::-1], keys_b[head:][::-1])
     end_a, end_b = len(a) - tail, len(b) - tail
     out = _equal_run(a[:head], b[:head])
-    matcher = SequenceMatcher(None, keys_a[head:end_a], keys_b[head:end_b], autojunk=False)
+    matcher = _Matcher(None, keys_a[head:end_a], keys_b[head:end_b], autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
         i1, i2, j1, j2 = i1 + head, i2 + head, j1 + head, j2 + head
         if op == "equal":
@@ -59,6 +63,38 @@ def word_diff(old: str, new: str) -> list[Segment]:
             out.append(Segment("insert", "".join(b[j1:j2])))
     out += _equal_run(a[end_a:], b[end_b:])
     return _merged(out)
+
+
+class _Matcher(SequenceMatcher):  # type: ignore[type-arg]
+    """``SequenceMatcher`` that, of equally long matches, takes the one nearest the diagonal.
+
+    difflib takes the earliest in the old text, so a word that recurs later in the new
+    text (``1.9.3 now.`` → ``1.9.4 now; 1.9.3 was…``) is matched there and everything
+    before it reads as inserted. Used without junk (``autojunk=False``, no ``isjunk``),
+    so this is difflib's own loop with the tie broken by distance from the diagonal.
+    """
+
+    def find_longest_match(
+        self, alo: int = 0, ahi: int | None = None, blo: int = 0, bhi: int | None = None
+    ) -> Match:
+        a, b2j = self.a, self.b2j
+        ahi = len(a) if ahi is None else ahi
+        bhi = len(self.b) if bhi is None else bhi
+        besti, bestj, bestsize, bestskew = alo, blo, 0, 0
+        j2len: dict[int, int] = {}
+        for i in range(alo, ahi):
+            newj2len: dict[int, int] = {}
+            for j in b2j.get(a[i], ()):
+                if j < blo:
+                    continue
+                if j >= bhi:
+                    break
+                k = newj2len[j] = j2len.get(j - 1, 0) + 1
+                skew = abs((i - alo) - (j - blo))
+                if k > bestsize or (k == bestsize and skew < bestskew):
+                    besti, bestj, bestsize, bestskew = i - k + 1, j - k + 1, k, skew
+            j2len = newj2len
+        return Match(besti, bestj, bestsize)
 
 
 def _common_run(a: list[str], b: list[str]) -> int:

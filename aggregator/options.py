@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from aggregator.errors import ConfigError
+from aggregator.timeutil import FROM_FILE
 
 #: Checks the kind-specific keys of one plugin: ``(kind, options) -> validated Options``.
 #: Raises ``ConfigError("<key>: <problem>")``.
@@ -29,6 +30,12 @@ Validator = Callable[[str, Mapping[str, Any]], BaseModel]
 FAMILIES = {"source": "aggregator.parse", "sink": "aggregator.notify"}
 
 _validators: dict[str, Validator] = {}
+
+
+#: Where an unknown-key error sends the user: a file every installation can write.
+KEYS_HINT = (
+    "check the spelling; `aggregator init --config example.toml` writes every key, commented"
+)
 
 
 def did_you_mean(key: str, known: Iterable[str]) -> str:
@@ -43,8 +50,7 @@ class UnknownKeyError(ConfigError):
     def __init__(self, key: str, label: str, known: Iterable[str]) -> None:
         self.key, self.label, self.known = key, label, tuple(known)
         super().__init__(
-            f"{key}: unknown key for {label}{did_you_mean(key, self.known)}"
-            " (check the spelling; see the README)"
+            f"{key}: unknown key for {label}{did_you_mean(key, self.known)} ({KEYS_HINT})"
         )
 
 
@@ -86,7 +92,7 @@ def validate_plugin_options(
         ConfigError: ``"<key>: <problem>"`` for the first bad key.
     """
     try:
-        return model.model_validate(dict(options))
+        return model.model_validate(dict(options), context={FROM_FILE: True})
     except ValidationError as exc:
         # an unknown key first: a misspelt required key is also reported missing
         error = min(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")

@@ -96,8 +96,10 @@ def child_poll(config_path: str) -> dict[str, Any]:
     from collections import Counter
 
     from aggregator import config as config_mod
+    from aggregator.cli.common import register_plugins
     from aggregator.cli.poll import poll_once
 
+    register_plugins()  # the sources' and sinks' own keys are checked at load, as the CLI does
     config = config_mod.load(config_path)
     before, started = usage(), time.perf_counter()
     results = asyncio.run(poll_once(config))

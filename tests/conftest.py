@@ -12,10 +12,13 @@ from typing import Any
 import pytest
 
 from aggregator import config as config_mod
+from aggregator.cli.common import register_plugins
 from aggregator.cli.poll import poll_once
 from aggregator.pipeline import PollResult
 from tests import pg
 from tests.server import TestServer
+
+register_plugins()  # configs loaded by tests check their sources' and sinks' keys, as the CLI's
 
 _real_connect = socket.socket.connect
 

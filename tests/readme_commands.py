@@ -1,6 +1,8 @@
-"""Every ``aggregator`` command the README shows, as concrete invocations.
+"""Every ``aggregator`` command the README and the manual (``docs/``) show, as concrete
+invocations.
 
-Commands are read from the README's shell code blocks (``sh``, ``shell``, ``console``,
+``python3 -m aggregator ...`` (any path to a ``python3``) counts as ``aggregator ...``.
+Commands are read from shell code blocks (``sh``, ``shell``, ``console``,
 ``bash``: lines may start with ``$ `` or ``sudo ``, and be chained with ``&&``), from
 inline code spans anywhere outside code blocks (``sudo aggregator status --config ...``),
 and from table cells, where `` `aggregator sources` / `status` `` means both commands.
@@ -31,10 +33,16 @@ FIRST_WORD = re.compile(r"^(?:[a-z][a-z-]*|-[A-Za-z]|--[a-z][a-z-]*)$")  # `aggr
 class Command:
     """One concrete form of a README command, placeholders unmapped."""
 
-    line: int  # 1-based line of README.md it comes from
-    text: str  # the README text it was expanded from
+    line: int  # 1-based line of the file it comes from
+    text: str  # the text it was expanded from
     argv: tuple[str, ...]  # the words after ``aggregator``
-    stdout_to: str | None = None  # ``> FILE`` in the README
+    stdout_to: str | None = None  # ``> FILE`` in the text
+    file: str = "README.md"  # the file it comes from, relative to the repository
+
+    @property
+    def where(self) -> str:
+        """``docs/install.md line 12``."""
+        return f"{self.file} line {self.line}"
 
     @property
     def id(self) -> str:
@@ -43,13 +51,28 @@ class Command:
         return words + (f" > {self.stdout_to}" if self.stdout_to else "")
 
 
-def readme_commands(readme: Path) -> list[Command]:
-    """Every distinct form of every ``aggregator`` command in ``readme``, in README order."""
+def readme_commands(*files: Path, root: Path | None = None) -> list[Command]:
+    """Every distinct form of every ``aggregator`` command in ``files``, in their order.
+
+    ``root`` is what a command's ``file`` is named relative to (default: each file's
+    directory).
+    """
     found: dict[str, Command] = {}
-    for line, text in _invocations(readme.read_text().splitlines()):
-        for command in expand(line, text):
-            found.setdefault(command.id, command)
+    for path in files:
+        name = str(path.relative_to(root)) if root else path.name
+        for line, text in _invocations(path.read_text().splitlines()):
+            for command in expand(line, text, name):
+                found.setdefault(command.id, command)
     return list(found.values())
+
+
+def doc_files(root: Path) -> list[Path]:
+    """The README and every page of the manual under ``root``."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+#: ``python3 -m aggregator``, ``/opt/aggregator/bin/python3 -m aggregator``: ``aggregator``.
+PYTHON_M = re.compile(r"^(?:\S*/)?python3?(?:\.\d+)? -m aggregator(?=\s|$)")
 
 
 def _invocations(lines: list[str]) -> list[tuple[int, str]]:
@@ -75,7 +98,7 @@ def _shell_parts(line: str) -> list[str]:
     line = re.sub(r"(^|\s)#.*$", "", line).strip()
     parts = []
     for part in re.split(r"\s*(?:&&|\|\||;)\s*", line):
-        part = re.sub(r"^sudo\s+", "", part.strip())
+        part = PYTHON_M.sub("aggregator", re.sub(r"^sudo\s+", "", part.strip()))
         if part == "aggregator" or part.startswith("aggregator "):
             parts.append(part)
     return parts
@@ -90,7 +113,7 @@ def _spans(line: str) -> list[str]:
         shorthand = bool(CELL_OF_SPANS.match(cell))
         prefix_ok = False
         for span in cell_spans:
-            span = re.sub(r"^sudo\s+", "", span.strip())
+            span = PYTHON_M.sub("aggregator", re.sub(r"^sudo\s+", "", span.strip()))
             if span.startswith("aggregator ") and FIRST_WORD.match(span.split()[1]):
                 spans.append(span)
                 prefix_ok = shorthand
@@ -99,8 +122,8 @@ def _spans(line: str) -> list[str]:
     return spans
 
 
-def expand(line: int, text: str) -> list[Command]:
-    """The concrete forms of one README synopsis (see the module docstring)."""
+def expand(line: int, text: str, file: str = "README.md") -> list[Command]:
+    """The concrete forms of one synopsis (see the module docstring)."""
     text, stdout_to = _redirect(text)
     forms: list[str] = []
     for alternative in _top_alternatives(text):
@@ -109,7 +132,7 @@ def expand(line: int, text: str) -> list[Command]:
     for form in forms:
         for concrete in _value_forms(form):
             argv = tuple(shlex.split(concrete))[1:]
-            commands.append(Command(line, text, argv, stdout_to))
+            commands.append(Command(line, text, argv, stdout_to, file))
     return commands
 
 

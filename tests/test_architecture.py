@@ -303,7 +303,8 @@ try:
     config.parse(raw, "x.toml")
 except RuntimeError as exc:
     out["unregistered"] = str(exc)
-import aggregator.cli.common
+from aggregator.cli.common import register_plugins
+register_plugins()
 try:
     config.parse(raw, "x.toml")
 except ConfigError as exc:
@@ -314,7 +315,8 @@ print(json.dumps(out))
 
 def test_config_imports_no_plugin_yet_checks_plugin_keys() -> None:
     """Importing ``aggregator.config`` loads no plugin registry, not even lazily; each
-    registry registers its kinds' checker when imported (the CLI imports both), and a bad
+    registry registers its kinds' checker when imported (the CLI imports both before
+    loading a config), and a bad
     plugin key is then refused at load, naming file and key; unregistered, loading says so.
     """
     run = subprocess.run(

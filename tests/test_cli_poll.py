@@ -53,5 +53,5 @@ def test_poll_only_named_sources(tmp_path: Path, server: TestServer) -> None:
     )
     proc = run_cli("poll", "--source", "other", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("1 sources polled")
+    assert proc.stdout.startswith("1 source polled")
     assert len(server.hits("/feed.xml")) == 1

@@ -116,7 +116,7 @@ def test_poll_exits_1_when_every_source_failed(tmp_path: Path, server: TestServe
     )
     proc = run("poll", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
-    assert proc.stdout.startswith("1 sources polled, 1 failed")
+    assert proc.stdout.startswith("1 source polled, 1 failed")
     assert "failed: broken: HTTP 404" in proc.stdout
 
 

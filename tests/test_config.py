@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -88,10 +89,18 @@ def test_lookup_order_and_helpful_message(tmp_path: Path, monkeypatch: pytest.Mo
     assert config.find_config() == tmp_path / "env.toml"
 
 
-def test_example_config_is_valid() -> None:
-    """The shipped example loads without errors."""
-    cfg = config.load(ROOT / "config" / "example.toml")
-    assert cfg.sources
+def test_example_config_ships_in_the_package_and_is_what_init_writes() -> None:
+    """The commented example is package data, loads without errors, and is init's starter."""
+    from importlib import resources
+
+    from aggregator import config_edit
+
+    shipped = resources.files("aggregator.config").joinpath("example.toml")
+    text = shipped.read_text(encoding="utf-8")
+    assert text == config_edit.STARTER
+    assert not (ROOT / "config" / "example.toml").exists()  # one copy, the installed one
+    cfg = config.parse(tomllib.loads(text), "example.toml")
+    assert cfg.sources == [] and cfg.storage.database == "aggregator.db"
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -132,15 +141,17 @@ def test_poll_without_any_config_says_how_to_start(tmp_path: Path) -> None:
 
 
 def test_poll_with_unwritable_database_exits_non_zero(tmp_path: Path) -> None:
-    """A database path that cannot be created is an error, not a silent pass."""
+    """A database path that cannot be created is a config error (exit 2, nothing polled)
+    naming the path and why, not a silent pass."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     (tmp_path / "c.toml").write_text(
         f'[storage]\ndatabase = "{blocker}/sub/x.db"\n[[sources]]\nurl = "http://127.0.0.1:9/f"\n'
     )
     proc = run_cli("poll", "--config", "c.toml", cwd=tmp_path)
-    assert proc.returncode == 1
-    assert "cannot open database" in proc.stderr
+    assert proc.returncode == 2
+    assert f"cannot use the database {blocker}/sub/x.db" in proc.stderr
+    assert f"{blocker} is not a directory" in proc.stderr
 
 
 def test_relative_database_is_beside_the_config_file(

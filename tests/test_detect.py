@@ -83,11 +83,20 @@ def test_restored_entry_reports_changed_fields() -> None:
 
 
 def test_appended_versus_edited() -> None:
-    """Paragraphs only added are 'appended'; a rewritten sentence is 'edited'."""
+    """Text only added (a paragraph, a sentence at a paragraph's end, words inserted) is
+    'appended'; anything removed or replaced, a number's digit included, is 'edited'."""
     assert is_pure_addition("One\n\nTwo", "One\n\nTwo\n\nThree")
     assert is_pure_addition("One\n\nTwo", "Zero\n\nOne\n\nTwo")
-    assert not is_pure_addition("One\n\nTwo", "One\n\nTwo!")
+    assert is_pure_addition("Talks ended.\n\nMore.", "Talks ended. No deal.\n\nMore.")
+    assert is_pure_addition("Talks ended today.", "Talks ended in Antalya today.")
+    assert is_pure_addition("One two.", "One\n\ntwo.")  # a paragraph split: nothing removed
+    assert not is_pure_addition("Talks ended today.", "Talks ended yesterday.")
+    assert not is_pure_addition("Talks ended today.", "Talks ended.")
+    assert not is_pure_addition("Upgrade to 1.9.3 now.", "Upgrade to 1.9.34 now.")
+    assert not is_pure_addition("Upgrade to 1.9.3 now.", "Upgrade to 1.9.4 now; 1.9.3 was bad.")
+    assert not is_pure_addition("Same.", "Same.")
     before = {"content": "One\n\nTwo"}
     assert classify_edit(before, {"content": "One\n\nTwo\n\nThree"}, ("content",)) == "appended"
-    assert classify_edit(before, {"content": "One\n\nTwo changed"}, ("content",)) == "edited"
+    assert classify_edit(before, {"content": "One\n\nTwo more"}, ("content",)) == "appended"
+    assert classify_edit(before, {"content": "One\n\nThree"}, ("content",)) == "edited"
     assert classify_edit(before, before, ("title",)) is None

@@ -121,8 +121,8 @@ def test_atom_feed_parses_with_one_entry_per_change(digest: Digest) -> None:
     total = sum(len(s.events) for s in digest.stories)
     assert len(feed.entries) == total
     assert len({e.id for e in feed.entries}) == total
-    edited = [e for e in feed.entries if "edited" in e.summary]
-    assert edited and "<ins>" in edited[0].content[0].value
+    edits = [e for e in feed.entries if "changed summary" in e.summary]
+    assert edits and all("<ins>" in e.content[0].value for e in edits)
     assert feed.entries[0].updated.startswith("2022-03-10T11:00")
 
 

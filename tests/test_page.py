@@ -132,17 +132,16 @@ def test_invalid_css_is_rejected_at_start_up(tmp_path) -> None:
 
 
 def test_readme_and_example_configs_of_html_kinds_are_valid() -> None:
-    """The README's liveblog/page/follow_links examples and example.toml's commented ones load."""
+    """The manual's liveblog/page/follow_links examples and the shipped example's commented
+    ones load."""
     import re
     import tomllib
     from pathlib import Path
 
     root = Path(__file__).parent.parent
-    readme = root.joinpath("README.md").read_text()
-    section = readme[readme.index("## Live blogs and evolving articles") :]
-    section = section[: section.index("<!-- section:")]
+    section = root.joinpath("docs", "sources.md").read_text()
     blocks = re.findall(r"```toml\n(.*?)```", section, re.DOTALL)
-    example = root.joinpath("config/example.toml").read_text()
+    example = root.joinpath("aggregator", "config", "example.toml").read_text()
     tail = example[example.index("# A live blog") :]
     uncommented = "\n".join(
         line[2:]

@@ -69,7 +69,7 @@ def test_versions_hold_every_headline_and_the_edit_kind(harness: Harness) -> Non
     assert [(r["key"], r["edit"]) for r in edits] == [
         ("talks", None),
         ("corridors", "appended"),
-        ("talks", "edited"),
+        ("talks", "appended"),  # words inserted into a sentence, none removed
     ]
     markets = harness.rows("SELECT version_count, url FROM entries WHERE key = 'markets'")
     assert markets == [{"version_count": 1, "url": f"{story.BASE}/markets"}]

@@ -1,10 +1,10 @@
-"""Every ``aggregator`` command the README shows runs, as a new user would run it.
+"""Every ``aggregator`` command the README and the manual show runs, as a new user would run it.
 
-The commands come from README.md itself (``tests/readme_commands.py``), so a command the
-README gains is tested without touching this file, unless it uses a placeholder this file
-has no value for: then its test fails and names the README line. Each command runs as
-``python3 -m aggregator ...`` in a fresh copy of one fixture directory: a config
-(``aggregator.toml``, also ``$AGGREGATOR_CONFIG``) whose sources are on a local server, a
+The commands come from README.md and every page of ``docs/`` (``tests/readme_commands.py``),
+so a command the documentation gains is tested without touching this file, unless it uses a
+placeholder this file has no value for: then its test fails and names the file and line.
+Each command runs as ``python3 -m aggregator ...`` in a fresh copy of one fixture directory: a
+config (``aggregator.toml``, also ``$AGGREGATOR_CONFIG``) whose sources are on a local server, a
 database polled through four states of an evolving story, a jsonl sink, a webhook sink
 that refuses (failed deliveries), pending deliveries and an OPML file. The subprocesses
 may connect to 127.0.0.1 only (a ``sitecustomize`` guard).
@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ import pytest
 from aggregator.cli import main as cli_main
 from tests import liveblog_story, story
 from tests.conftest import Harness
-from tests.readme_commands import Command, placeholders, readme_commands
+from tests.readme_commands import Command, doc_files, placeholders, readme_commands
 from tests.receivers import WebhookReceiver
 from tests.server import TestServer
 
@@ -42,13 +43,14 @@ README = ROOT / "README.md"
 
 # README placeholder -> value. ``{server}`` is the local server's base URL, ``{workdir}``
 # the command's own copy of the fixture directory (also its cwd), ``{yesterday}`` and
-# ``{tomorrow}`` dates around the polls. A placeholder missing here fails its command.
+# ``{tomorrow}`` dates around the polls, ``{failed_delivery}`` a failed delivery's id.
+# A placeholder missing here fails its command.
 VALUES: dict[str, str] = {
     "ENTRY": "talks",  # the story's lead entry (three versions)
     "NAME": "world",  # a source (after --sink, a sink: see OPTION_VALUES)
     "TEXT": "ceasefire",
     "URL": "{server}/rss",
-    "IDS...": "1",
+    "IDS...": "{failed_delivery}",  # one of the refusing webhook's failed deliveries
     "N": "1",
     "M": "2",
     "S": "0",
@@ -69,10 +71,11 @@ OPTION_VALUES: dict[tuple[str, str], str] = {
     ("--from", "T"): "{yesterday}",
     ("--to", "T"): "{tomorrow}",
 }
-# README example values the fixture cannot use as written: the fixture already has the
-# source `world` (a page, as `check world --kind page` needs), so `add --name world` adds
-# under another name.
-LITERALS: dict[tuple[str, str], str] = {("--name", "world"): "world-2"}
+# Example values the fixture cannot use as written: the fixture already has the source
+# `world` (a page, as `check world --kind page` needs), so `add --name world` adds under
+# another name; the demo's story is `summit`, the fixture's `talks` (a `--db` the fixture
+# lacks is its history, copied there: see `run_command`).
+LITERALS: dict[tuple[str, str], str] = {("--name", "world"): "world-2", ("", "summit"): "talks"}
 # A README mention of a command without its required argument (`aggregator add URL` /
 # `import-opml`, "(`aggregator pause` / `resume`)"): the form to run instead.
 COMPLETIONS: dict[tuple[str, ...], tuple[str, ...]] = {
@@ -81,6 +84,8 @@ COMPLETIONS: dict[tuple[str, ...], tuple[str, ...]] = {
 }
 # Commands a new user runs before there is any config: run in an empty directory.
 FRESH: set[tuple[str, ...]] = {("init",)}
+# Commands whose --db names a database they create (or none at all, for init).
+NEW_DATABASE: set[tuple[str, ...]] = {("demo",), ("init",), ("poll",), ("run",)}
 
 
 # Exit statuses a command documents besides 0 (none needed against this healthy fixture).
@@ -125,7 +130,7 @@ def _distinct(commands: list[Command]) -> list[Command]:
     return list(seen.values())
 
 
-COMMANDS = _distinct(readme_commands(README))
+COMMANDS = _distinct(readme_commands(*doc_files(ROOT), root=ROOT))
 
 GUARD = '''"""Loaded by every README command the test runs: no network beyond 127.0.0.1."""
 import socket
@@ -160,6 +165,7 @@ class Site:
     server: TestServer
     receiver: WebhookReceiver
     polled_on: dt.date
+    failed_delivery: int = 0
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,7 @@ def concrete_argv(command: Command, site: Site, workdir: Path) -> list[str]:
         "workdir": str(workdir),
         "yesterday": (site.polled_on - dt.timedelta(days=1)).isoformat(),
         "tomorrow": (site.polled_on + dt.timedelta(days=1)).isoformat(),
+        "failed_delivery": str(site.failed_delivery),
     }
     values = {}
     for before, token in placeholders(argv):
@@ -205,7 +212,7 @@ def concrete_argv(command: Command, site: Site, workdir: Path) -> list[str]:
         value = value if value is not None else VALUES.get(token)
         if value is None:
             raise MappingError(
-                f"README.md line {command.line}: `{command.text}`: no value for {token!r}"
+                f"{command.where}: `{command.text}`: no value for {token!r}"
                 f"{f' after {before}' if before else ''}; add one to VALUES or OPTION_VALUES"
                 " in tests/test_readme_commands.py"
             )
@@ -247,6 +254,11 @@ def run_command(command: Command, site: Site, index: int) -> Outcome:
     else:
         shutil.copytree(site.base, workdir)
     argv = concrete_argv(command, site, workdir)
+    if "--db" in argv[:-1] and command_path(command.argv) not in NEW_DATABASE:
+        # a database the text made earlier (`demo --db demo.db`): the fixture's history
+        target = workdir / argv[argv.index("--db") + 1]
+        if not target.exists():
+            shutil.copyfile(workdir / "history.db", target)
     full = [sys.executable, "-m", "aggregator", *argv]
     env = environment(site, workdir)
     if command_path(command.argv) == ("run",):
@@ -278,14 +290,8 @@ def _run_daemon(argv: list[str], workdir: Path, env: dict[str, str]) -> tuple[in
 def _run_serve(argv: list[str], workdir: Path, env: dict[str, str]) -> tuple[int, str, str]:
     """Start the web view on a free port (``--port 0``), GET its home page, SIGTERM.
 
-    The output is the page it served. A ``--db`` the README names after the demo's
-    (``demo.db``) is the fixture's history copied there, as ``aggregator demo`` would have
-    written it.
+    The output is the page it served.
     """
-    if "--db" in argv:
-        target = workdir / argv[argv.index("--db") + 1]
-        if not target.exists():
-            shutil.copyfile(workdir / "history.db", target)
     argv = [*argv, "--port", "0"]
     err_path = workdir / "serve.err"
     with err_path.open("w") as err:
@@ -368,7 +374,12 @@ def _site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         guard = tmp_path_factory.mktemp("readme-guard")
         (guard / "sitecustomize.py").write_text(GUARD)
         runs = tmp_path_factory.mktemp("readme-runs")
-        yield Site(base, runs, guard, server, receiver, dt.datetime.now(dt.UTC).date())
+        [(failed,)] = sqlite3.connect(base / "history.db").execute(
+            "SELECT min(d.id) FROM deliveries d JOIN sinks s ON s.id = d.sink_id"
+            " WHERE s.name = 'hook' AND d.status = 'failed'"
+        )
+        assert failed is not None, "the fixture has no failed delivery to retry or drop"
+        yield Site(base, runs, guard, server, receiver, dt.datetime.now(dt.UTC).date(), failed)
     finally:
         receiver.stop()
         server.stop()
@@ -424,7 +435,7 @@ def test_readme_command_runs(
         )
     except MappingError as exc:
         pytest.fail(str(exc))
-    where = f"README.md line {command.line}: `{command.text}`\nran: {' '.join(outcome.argv)}"
+    where = f"{command.where}: `{command.text}`\nran: {' '.join(outcome.argv)}"
     report = (
         f"{where}\nexit {outcome.returncode}\nstdout:\n{outcome.stdout}\nstderr:\n{outcome.stderr}"
     )
@@ -448,7 +459,8 @@ def test_readme_command_runs(
 
 
 def test_extraction_expands_synopses_and_refuses_unknown_placeholders(tmp_path: Path) -> None:
-    """Blocks, `$`/`sudo`/`&&`, table shorthands, optional groups, alternatives, redirects."""
+    """Blocks, `$`/`sudo`/`&&`, table shorthands, optional groups, alternatives, redirects,
+    and `python3 -m aggregator` as `aggregator`."""
     readme = tmp_path / "README.md"
     readme.write_text(
         "```console\n$ sudo aggregator poll --source NAME && echo done   # a comment\n```\n"
@@ -457,6 +469,7 @@ def test_extraction_expands_synopses_and_refuses_unknown_placeholders(tmp_path: 
         "| `aggregator digest [--since 24h \\| --from T --to T] [--format text\\|json]` | x |\n"
         "```sh\naggregator outbox drop IDS... | --all\naggregator export-opml > out.opml\n```\n"
         "Run `aggregator frobnicate WIDGET` to see.\n"
+        "```sh\n.venv/bin/python3 -m aggregator demo --delay 0 && python3 -m aggregator -V\n```\n"
     )
     ids = [c.id for c in readme_commands(readme)]
     assert ids == [
@@ -471,8 +484,10 @@ def test_extraction_expands_synopses_and_refuses_unknown_placeholders(tmp_path: 
         "outbox drop --all",
         "export-opml > out.opml",
         "frobnicate WIDGET",
+        "demo --delay 0",
+        "-V",
     ]
-    unmapped = readme_commands(readme)[-1]
+    [unmapped] = [c for c in readme_commands(readme) if c.argv[0] == "frobnicate"]
     server = TestServer()  # not started: only its URL is used
     site = Site(tmp_path, tmp_path, tmp_path, server, WebhookReceiver(), dt.date.today())
     try:

@@ -1,4 +1,4 @@
-"""Every SQL recipe in the README runs against a database built by the pipeline."""
+"""Every SQL recipe in the README and the manual runs against a database built by the pipeline."""
 
 from __future__ import annotations
 
@@ -11,9 +11,14 @@ import pytest
 
 from tests import story
 from tests.conftest import Harness
+from tests.readme_commands import doc_files
 
 ROOT = Path(__file__).parent.parent
-RECIPES = re.findall(r"```sql\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+RECIPES = [
+    recipe
+    for path in doc_files(ROOT)
+    for recipe in re.findall(r"```sql\n(.*?)```", path.read_text(), re.S)
+]
 
 
 @pytest.fixture(name="db", scope="module")
@@ -33,7 +38,7 @@ def _db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_readme_has_at_least_five_recipes() -> None:
-    """The README's 'Query the history' section offers five or more SQL recipes."""
+    """The manual's 'Query the history' section offers five or more SQL recipes."""
     assert len(RECIPES) >= 5
 
 

@@ -149,12 +149,14 @@ def test_json_endpoints_and_keyset_pages(rig: WebRig, client: httpx.Client) -> N
 
 
 def test_sources_page_puts_failing_sources_first_with_why(client: httpx.Client) -> None:
-    """The source that answers 404 is listed under "Failing now" with its error."""
+    """The source that answers 404 is listed under "Failing now" with its error, and only
+    there: the other sources follow, the failing one not again."""
     page = client.get("/sources").text
-    failing = page[page.index("Failing now") : page.index("<h1>Sources")]
+    failing = page[page.index("Failing now") : page.index("<h1>The other sources")]
     text = " ".join("".join(Tags(failing).text).split())
     assert "dead" in text and "404" in text and "wire" not in text
-    assert "wire" in page[page.index("<h1>Sources") :]
+    others = " ".join("".join(Tags(page[page.index("<h1>The other sources") :]).text).split())
+    assert "wire" in others and "dead" not in others
 
 
 def test_search_shows_text_since_edited_out(client: httpx.Client) -> None:

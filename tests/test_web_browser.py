@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.webrig import HOSTILE_TITLE, ROOT, WebRig, served_story
+from tests import story
+from tests.conftest import Harness
+from tests.webrig import HOSTILE_TITLE, ROOT, WebRig, served_story, start_serve, stop_serve
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SCREENSHOT = ROOT / "docs" / "screenshot-story.png"
@@ -152,3 +154,55 @@ def test_a_new_change_appears_without_a_reload(rig: WebRig, page: Any) -> None:
     story.locator("#events > li.kind-restored").wait_for(timeout=8000)
     assert story.locator("#events > li").count() == before + 1
     blog.locator("#posts li.event").nth(post_events).wait_for(timeout=8000)  # a post changed
+
+
+LONG_NAME = (
+    "news.example.org/world/live/2026/11/28/the-ceasefire-talks-in-antalya-continue-into-a"
+    "-third-day-with-no-agreement-in-sight/feed.xml"
+)
+
+
+@pytest.fixture(name="many_sources")
+def _many_sources(harness: Harness, tmp_path: Path) -> Iterator[str]:
+    """`aggregator serve` over sources with long names, one of them failing twice."""
+    harness.server.serve("/feed.xml", story.rss(0))
+    harness.add(LONG_NAME, "/feed.xml")
+    harness.add(LONG_NAME.replace("feed.xml", "broken.xml"), "/missing.xml")
+    for name in ("wire", "world", "markets"):
+        harness.add(name, "/feed.xml")
+    with ThreadPoolExecutor(1) as pool:  # Playwright's loop runs on this thread
+        for _ in range(2):
+            pool.submit(harness.poll).result()
+    proc, url = start_serve(["--db", str(harness.db_path), "--port", "0"], tmp_path / "err")
+    try:
+        yield url
+    finally:
+        stop_serve(proc)
+
+
+def test_sources_page_fits_a_laptop_screen_and_lists_each_source_once(
+    browser: Any, many_sources: str
+) -> None:
+    """At 1280 px the sources table uses the width, long names wrap, the stories column is
+    on screen without scrolling sideways, and a failing source is listed once, counted."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(f"{many_sources}/sources")
+        wraps = page.eval_on_selector_all(
+            ".table-wrap", "els => els.map(e => [e.scrollWidth, e.clientWidth])"
+        )
+        assert wraps and all(scroll <= client for scroll, client in wraps), wraps
+        main_width = page.eval_on_selector("main", "e => e.getBoundingClientRect().width")
+        assert main_width > 1100, main_width
+        for header in page.locator("th", has_text="stories").all():
+            box = header.bounding_box()
+            assert box is not None and box["x"] + box["width"] <= 1280, box
+        names = page.locator("td.name a").all_inner_texts()
+        assert sorted(names) == sorted(set(names)) and len(names) == 5, names
+        broken = LONG_NAME.replace("feed.xml", "broken.xml")
+        row = page.locator("tr", has=page.locator(f'td.name a:text-is("{broken}")'))
+        assert row.locator("td.num").last.inner_text() == "0"  # counted, not "—"
+        assert page.locator("h1", has_text="Failing now").count() == 1
+    finally:
+        context.close()

@@ -7,23 +7,25 @@ from pathlib import Path
 
 import click
 
-from aggregator.cli.common import database_path, fail, handles_errors, reader_options
-from aggregator.store.backup import backup
+from aggregator.cli.common import common_options, database_location, fail, handles_errors
 
 
 @click.command("backup")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@reader_options
+@common_options
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
 @handles_errors
-def backup_command(file: Path, config_path: str | None, database: str | None, force: bool) -> None:
+def backup_command(file: Path, force: bool) -> None:
     """Copy the database to FILE: one consistent instant, while the daemon writes.
 
     The database is --db, else the config's [storage] database. FILE is written
     compactly (SQLite's VACUUM INTO), checked, then renamed into place; an
-    existing FILE is kept unless --force.
+    existing FILE is kept unless --force. A database that does not exist is
+    an error (nothing is backed up), never an empty copy.
     """
-    source = database_path(config_path, database)
+    from aggregator.store.backup import backup
+
+    source = database_location("read")
     if file.exists() and not force:
         fail(f"{file} exists: choose another name, or --force to replace it")
     started = time.monotonic()

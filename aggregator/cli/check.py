@@ -2,63 +2,75 @@
 
 from __future__ import annotations
 
-import asyncio
+from typing import TYPE_CHECKING
 
 import click
 
-from aggregator import config as config_mod
-from aggregator import discover, log
-from aggregator.cli.common import fail, handles_errors, load_config, log_level_option
+from aggregator.cli.common import (
+    LazyChoice,
+    common_options,
+    configure_logging,
+    fail,
+    handles_errors,
+    load_config,
+    options,
+    register_plugins,
+)
 from aggregator.cli.manage import existing_config
-from aggregator.config import Config, SourceConfig
-from aggregator.errors import FetchError, ParseError
-from aggregator.fetch import Fetcher, Response
-from aggregator.parse import PARSERS, validate_options
-from aggregator.pipeline import parse_task
-from aggregator.sandbox import ParseOutput, ParsePool
 
-LOG_LEVEL = log_level_option("WARNING")
+if TYPE_CHECKING:
+    from aggregator.config import Config, SourceConfig
+    from aggregator.fetch import Response
+    from aggregator.sandbox import ParseOutput
 
 
-def _config_option(help_text: str) -> click.Option:
-    return click.option("--config", "-c", "config_path", metavar="FILE", help=help_text)
+def _kinds() -> list[str]:
+    from aggregator.parse import PARSERS
+
+    return sorted(PARSERS)
 
 
 @click.command("check")
 @click.argument("target", metavar="URL|NAME")
 @click.option(
     "--kind",
-    type=click.Choice(sorted(PARSERS)),
+    type=LazyChoice(_kinds),
     help="Read it as this kind (default: the source's kind; feed for a URL).",
 )
-@_config_option("Config file (for a NAME, and the [fetch], [parse] and [limits] settings).")
-@LOG_LEVEL
+@common_options
 @handles_errors
-def check_command(target: str, kind: str | None, config_path: str | None, log_level: str) -> None:
+def check_command(target: str, kind: str | None) -> None:
     """Fetch and parse URL (or configured source NAME) once; show what would be stored.
 
     Prints the entry count, each entry's key and title, and the parser's
     warnings. Nothing is written: no database is opened. Exit status 1 if the
     fetch or the parse fails (the reason is printed).
     """
-    config = _config(config_path, log_level)
+    import asyncio
+
+    register_plugins()
+    config = _config()
     source = _source(config, target, kind)
     response, output = asyncio.run(fetch_and_parse(config, source))
     click.echo(report(source, response, output))
 
 
-def _config(config_path: str | None, log_level: str) -> Config:
+def _config() -> Config:
     """The config if there is one (a URL needs none: then the defaults)."""
-    if existing_config(config_path) is None:
-        if config_path:
-            fail(f"{config_path}: file not found", code=2)
-        log.configure(level=log_level)
+    from aggregator import config as config_mod
+
+    if existing_config() is None:
+        if options().config:
+            fail(f"{options().config}: file not found", code=2)
+        configure_logging("WARNING")
         return config_mod.parse({}, "<defaults>")
-    return load_config(config_path, None, log_level)
+    return load_config(log_level="WARNING", mode=None)
 
 
 def _source(config: Config, target: str, kind: str | None) -> SourceConfig:
     """The configured source named ``target`` (or with that URL), else a URL of ``kind``."""
+    from aggregator import config as config_mod
+
     for source in config.sources:
         if target in (source.name, source.url):
             return source.model_copy(update={"kind": kind}) if kind else source
@@ -71,6 +83,12 @@ def _source(config: Config, target: str, kind: str | None) -> SourceConfig:
 
 async def fetch_and_parse(config: Config, source: SourceConfig) -> tuple[Response, ParseOutput]:
     """One fetch (with the source's headers) and one parse in a worker; nothing stored."""
+    from aggregator.errors import FetchError, ParseError
+    from aggregator.fetch import Fetcher
+    from aggregator.parse import validate_options
+    from aggregator.pipeline import parse_task
+    from aggregator.sandbox import ParsePool
+
     try:
         async with Fetcher(config.fetch) as fetcher:
             response = await fetcher.fetch(source.url, headers=source.request_headers)
@@ -93,6 +111,8 @@ async def fetch_and_parse(config: Config, source: SourceConfig) -> tuple[Respons
 
 def _hint(source: SourceConfig, response: Response) -> str:
     """For a page read as a feed: the feeds it links, else the kinds that read pages."""
+    from aggregator import discover
+
     if source.kind != "feed":
         return ""
     links = discover.feed_links(response.body, response.final_url)
@@ -121,16 +141,14 @@ def report(source: SourceConfig, response: Response, output: ParseOutput) -> str
 
 
 @click.group("config")
+@common_options
 def config_group() -> None:
     """Work with the config file."""
 
 
 @config_group.command("check")
-@_config_option(
-    "Config file. Default: $AGGREGATOR_CONFIG, ./aggregator.toml,"
-    " then ~/.config/aggregator/config.toml."
-)
-def config_check_command(config_path: str | None) -> None:
+@common_options
+def config_check_command() -> None:
     """Validate the config without polling (e.g. before `systemctl reload aggregator`).
 
     \b
@@ -138,7 +156,7 @@ def config_check_command(config_path: str | None) -> None:
       0  valid ("valid: N sources, M sinks")
       2  not valid: the file, key path and problem are printed
     """
-    config = load_config(config_path, None, "WARNING")
+    config = load_config(log_level="WARNING", mode=None)
     paused = sum(not s.enabled for s in config.sources)
     extra = f" ({paused} paused)" if paused else ""
     click.echo(

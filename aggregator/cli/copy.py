@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from aggregator.cli.common import database_path, fail, handles_errors, reader_options
+from aggregator.cli.common import common_options, database_location, fail, handles_errors
 from aggregator.errors import StoreError
 
 
 @click.command("copy-to")
 @click.argument("target", metavar="URL")
-@reader_options
+@common_options
 @handles_errors
-def copy_to_command(target: str, config_path: str | None, database: str | None) -> None:
+def copy_to_command(target: str) -> None:
     """Copy the SQLite database into the empty PostgreSQL database at URL.
 
     Everything is copied under the same ids: sources with their ETags and
@@ -25,7 +25,7 @@ def copy_to_command(target: str, config_path: str | None, database: str | None) 
     from aggregator.store.copy import copy_to_postgres
     from aggregator.store.db import is_postgres, mask
 
-    source = database_path(config_path, database)
+    source = database_location("read")
     try:
         if not is_postgres(target):
             fail(f"{target} is not a postgresql:// URL (the copy goes from SQLite to PostgreSQL)")

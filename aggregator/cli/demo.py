@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import click
 
-from aggregator import log
-from aggregator.cli.common import fail, handles_errors
+from aggregator.cli.common import (
+    common_options,
+    configure_logging,
+    database_location,
+    handles_errors,
+)
 from aggregator.cli.reading import color_option, use_color
-from aggregator.demo import EPOCHS, run_demo
+
+#: States of the demo story (``aggregator.demo.story.EPOCHS``, checked by a test).
+EPOCHS = 4
 
 
 @click.command("demo")
-@click.option(
-    "--db", "database", metavar="PATH", help="New database to write (default: a temporary one)."
-)
+@common_options
 @click.option(
     "--epochs",
     type=click.IntRange(1, EPOCHS),
@@ -33,21 +36,30 @@ from aggregator.demo import EPOCHS, run_demo
 )
 @color_option
 @handles_errors
-def demo_command(database: str | None, epochs: int, delay: float, color: bool | None) -> None:
+def demo_command(epochs: int, delay: float, color: bool | None) -> None:
     """Watch a story evolve: no config, no internet.
 
     Serves a fictional live story of ceasefire talks from a local server,
     polls it a few times with the real pipeline, prints each change as it is
     detected, then the digest, then commands to try on the database it wrote.
+    --db names a new database to write (default: a temporary one); the config
+    is not read.
     """
-    log.configure(level="WARNING")
-    if database:
-        path = Path(database)
-        if path.exists():
-            fail(f"{path} already exists; the demo writes a new database (pick another --db)")
-    else:
-        path = Path(tempfile.mkdtemp(prefix="aggregator-demo-")) / "demo.db"
-    run_demo(path, epochs=epochs, delay=delay, color=use_color(color), say=click.echo)
+    from aggregator.demo import run_demo
+
+    configure_logging("WARNING")
+    path = Path(database_location("new", default=_temporary_database))
+    # `python3 -m aggregator demo` suggests commands in the same form: in a virtual
+    # environment that is not activated, `aggregator` alone is not on the PATH.
+    invoked = click.get_current_context().find_root().info_name or ""
+    prog = "python3 -m aggregator" if invoked.startswith("python") else "aggregator"
+    run_demo(path, epochs=epochs, delay=delay, color=use_color(color), say=click.echo, prog=prog)
+
+
+def _temporary_database() -> str:
+    import tempfile
+
+    return str(Path(tempfile.mkdtemp(prefix="aggregator-demo-")) / "demo.db")
 
 
 COMMANDS = [demo_command]

@@ -4,25 +4,31 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from aggregator import config as config_mod
-from aggregator import config_edit, discover, log
-from aggregator.cli.common import config_options, fail, handles_errors, load_config
-from aggregator.config import Config, name_from_url
-from aggregator.errors import AggregatorError, ConfigError
-from aggregator.fetch import Fetcher, Response
-from aggregator.parse import PARSERS, get_parser
+from aggregator.cli.common import (
+    common_options,
+    configure_logging,
+    database_location,
+    fail,
+    handles_errors,
+    load_config,
+    options,
+)
+
+if TYPE_CHECKING:
+    from aggregator import discover
+    from aggregator.config import Config
+    from aggregator.fetch import Response
 
 
 @click.command("add")
-@config_options
+@common_options
 @click.argument("url")
 @click.option("--name", help="Name for the source (default: host and path of the feed).")
 @click.option("--tag", "tags", multiple=True, help="Tag to add (repeatable).")
@@ -35,9 +41,6 @@ from aggregator.parse import PARSERS, get_parser
 )
 @handles_errors
 def add_command(
-    config_path: str | None,
-    database: str | None,
-    log_level: str,
     url: str,
     name: str | None,
     tags: tuple[str, ...],
@@ -51,10 +54,17 @@ def add_command(
     tracks one evolving article). The result is fetched once to check it works,
     then appended to the config file.
     """
-    config, existing = config_or_starter(config_path, database, log_level)
+    import asyncio
+
+    from aggregator import config_edit
+    from aggregator.config import name_from_url
+
+    config, existing = config_or_starter()
     found = asyncio.run(check_as(config, url, kind) if kind else resolve(config, url))
-    if any(s.url == found.url for s in config.sources):
-        fail(f"{found.url} is already configured", code=1)
+    same = next((s for s in config.sources if s.url == found.url), None)
+    if same is not None:
+        place = config_edit.locate(config, same.name).file if existing else config.path
+        fail(f"{found.url} is already configured: it is source {same.name!r} (in {place})")
     source: dict[str, Any] = {"name": name or name_from_url(found.url), "url": found.url}
     if found.kind != "feed":
         source["kind"] = found.kind
@@ -67,37 +77,45 @@ def add_command(
     click.echo(f"added {found.kind} source {source['name']!r}: {found.url} (to {path})")
 
 
-def new_config_path(config_path: str | None) -> Path:
+def new_config_path() -> Path:
     """Where a new config goes: ``--config``, ``$AGGREGATOR_CONFIG``, or ./aggregator.toml."""
-    return Path(config_path or os.environ.get("AGGREGATOR_CONFIG") or "aggregator.toml")
+    return Path(options().config or os.environ.get("AGGREGATOR_CONFIG") or "aggregator.toml")
 
 
-def existing_config(config_path: str | None) -> Path | None:
+def existing_config() -> Path | None:
     """The config file commands would use, or None if there is none yet."""
+    from aggregator import config as config_mod
+    from aggregator.errors import ConfigError
+
     try:
-        path = config_mod.find_config(config_path)
+        path = config_mod.find_config(options().config)
     except ConfigError:
         return None
     return path if path.exists() else None
 
 
-def config_or_starter(
-    config_path: str | None, database: str | None, log_level: str
-) -> tuple[Config, bool]:
+def config_or_starter() -> tuple[Config, bool]:
     """The config, or (when there is none yet) the starter config at its new path, unwritten.
 
     The second value says whether the config exists on disk.
     """
-    path = existing_config(config_path)
-    if path is not None:
-        return load_config(str(path), database, log_level), True
-    log.configure(level=log_level)
-    target = new_config_path(config_path)
+    from aggregator import config as config_mod
+    from aggregator import config_edit
+
+    if existing_config() is not None:
+        return load_config(mode=None), True
+    configure_logging()
+    target = new_config_path()
     return config_mod.parse(tomllib.loads(config_edit.STARTER), str(target)), False
 
 
 async def resolve(config: Config, url: str) -> discover.Found:
     """Fetch ``url``; return it if it is a feed, else what the page points to (checked)."""
+    from aggregator import discover
+    from aggregator.errors import ConfigError
+    from aggregator.fetch import Fetcher
+    from aggregator.parse import PARSERS
+
     async with Fetcher(config.fetch) as fetcher:
         response = await fetcher.fetch(url)
         if _reads_as(response, "feed"):
@@ -124,6 +142,11 @@ async def resolve(config: Config, url: str) -> discover.Found:
 
 async def check_as(config: Config, url: str, kind: str) -> discover.Found:
     """Fetch ``url`` once and check it reads as ``kind``."""
+    from aggregator import discover
+    from aggregator.errors import AggregatorError, ConfigError
+    from aggregator.fetch import Fetcher
+    from aggregator.parse import get_parser
+
     async with Fetcher(config.fetch) as fetcher:
         response = await fetcher.fetch(url)
     try:
@@ -136,6 +159,9 @@ async def check_as(config: Config, url: str, kind: str) -> discover.Found:
 
 
 def _reads_as(response: Response, kind: str) -> bool:
+    from aggregator.errors import AggregatorError
+    from aggregator.parse import get_parser
+
     try:
         parsed = get_parser(kind).parse(
             response.body, url=response.final_url, headers=response.headers, options=None
@@ -146,7 +172,7 @@ def _reads_as(response: Response, kind: str) -> bool:
 
 
 @click.command("import-opml")
-@config_options
+@common_options
 @click.argument("opml_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--into",
@@ -156,9 +182,6 @@ def _reads_as(response: Response, kind: str) -> bool:
 )
 @handles_errors
 def import_opml_command(
-    config_path: str | None,
-    database: str | None,
-    log_level: str,
     opml_file: Path,
     into: Path | None,
 ) -> None:
@@ -168,10 +191,12 @@ def import_opml_command(
     outline that cannot be a source (an ftp:// URL, say) is skipped with a warning;
     the exit status is 1 only if every feed of the file was skipped.
     """
+    from aggregator import config_edit, discover
+
     outlines = discover.read_opml(opml_file.read_bytes(), str(opml_file))
     if not outlines:
         fail(f"{opml_file}: no feeds in it (no <outline> with an xmlUrl)")
-    config, existing = config_or_starter(config_path, database, log_level)
+    config, existing = config_or_starter()
     new, known, skipped = _importable(config, outlines)
     if not new:
         if skipped == len(outlines):
@@ -202,6 +227,9 @@ def _importable(
 
     An invalid outline (an ``ftp://`` URL, say) is skipped with a warning naming it.
     """
+    from aggregator import config_edit
+    from aggregator.config import name_from_url
+
     urls = {s.url for s in config.sources}
     names = {s.name for s in config.sources}
     new: list[dict[str, Any]] = []
@@ -232,96 +260,72 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 @click.command("export-opml")
-@config_options
+@common_options
+@click.option(
+    "--output", "-o", metavar="FILE", help="Write to FILE (atomically) instead of stdout."
+)
 @handles_errors
-def export_opml_command(config_path: str | None, database: str | None, log_level: str) -> None:
+def export_opml_command(output: str | None) -> None:
     """Print the configured sources as OPML (a source's first tag is its folder)."""
-    config = load_config(config_path, database, log_level)
+    from aggregator import discover
+    from aggregator.cli.reading import write_atomically
+
+    config = load_config(mode=None)
     rows = [{"name": s.name, "url": s.url, "kind": s.kind, "tags": s.tags} for s in config.sources]
-    click.echo(discover.write_opml(rows))
+    text = discover.write_opml(rows)
+    if output:
+        write_atomically(output, text if text.endswith("\n") else text + "\n")
+        click.echo(f"wrote {output}: {len(rows)} sources", err=True)
+    else:
+        click.echo(text)
 
 
 RELOAD_HINT = "A running daemon applies this on `systemctl reload aggregator` (SIGHUP)"
 
 
-@click.command("init")
-@click.option(
-    "--config",
-    "-c",
-    "config_path",
-    metavar="FILE",
-    help="Where to write it. Default: $AGGREGATOR_CONFIG, else ./aggregator.toml.",
-)
-@handles_errors
-def init_command(config_path: str | None) -> None:
-    """Write a commented starter config (never over an existing one)."""
-    found = existing_config(config_path)
-    if found is not None:
-        where = "" if config_path else " (the config commands here already use)"
-        fail(
-            f"{found} already exists{where}; not overwritten. Edit it, or pass"
-            " --config FILE to write a new one elsewhere"
-        )
-    path = new_config_path(config_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with path.open("x", encoding="utf-8") as out:
-            out.write(config_edit.STARTER)
-    except FileExistsError:
-        fail(f"{path} already exists; not overwritten")
-    except OSError as exc:
-        fail(f"{path}: cannot write: {exc.strerror or exc}")
-    flag = f" --config {path}" if config_path else ""
-    click.echo(
-        f"wrote {path}: a commented starter config.\n"
-        f"next: aggregator add URL{flag}   (a feed, or a page that links one),"
-        f" then aggregator poll{flag}"
-    )
-
-
 @click.command("remove")
-@config_options
+@common_options
 @click.argument("name")
 @handles_errors
-def remove_command(
-    config_path: str | None, database: str | None, log_level: str, name: str
-) -> None:
+def remove_command(name: str) -> None:
     """Remove source NAME from the config (its history stays in the database).
 
     The table is cut from the file that defines it (the config or an included
     file); the rest of the file, comments included, is kept.
     """
-    config = load_config(config_path, database, log_level)
+    from aggregator import config_edit
+
+    config = load_config(mode=None)
     place = config_edit.locate(config, name)
     config_edit.write_checked({place.file: config_edit.removed(place)}, Path(config.path))
     click.echo(
         f"removed source {name!r} from {place.file}. Its history stays in the database"
-        f" ({config.storage.database}): `aggregator history` and `search` still find it.\n"
-        + RELOAD_HINT
+        f" ({database_location('any', config=config)}): `aggregator history` and `search`"
+        f" still find it.\n{RELOAD_HINT}"
     )
 
 
 @click.command("pause")
-@config_options
+@common_options
 @click.argument("name")
 @handles_errors
-def pause_command(config_path: str | None, database: str | None, log_level: str, name: str) -> None:
+def pause_command(name: str) -> None:
     """Stop polling source NAME (sets its `enabled = false`); `resume` undoes it."""
-    _set_enabled(load_config(config_path, database, log_level), name, enabled=False)
+    _set_enabled(load_config(mode=None), name, enabled=False)
 
 
 @click.command("resume")
-@config_options
+@common_options
 @click.argument("name")
 @handles_errors
-def resume_command(
-    config_path: str | None, database: str | None, log_level: str, name: str
-) -> None:
+def resume_command(name: str) -> None:
     """Poll source NAME again after `aggregator pause` (or `enabled = false`)."""
-    _set_enabled(load_config(config_path, database, log_level), name, enabled=True)
+    _set_enabled(load_config(mode=None), name, enabled=True)
 
 
 def _set_enabled(config: Config, name: str, *, enabled: bool) -> None:
+    from aggregator import config_edit
+
     place = config_edit.locate(config, name)
     verb = "resumed" if enabled else "paused"
     if config.source(name).enabled == enabled:
@@ -340,7 +344,6 @@ def _set_enabled(config: Config, name: str, *, enabled: bool) -> None:
 
 
 COMMANDS = [
-    init_command,
     add_command,
     remove_command,
     pause_command,

@@ -1,25 +1,42 @@
-"""``aggregator outbox``: what each sink has pending or failed; retry, drop, deliver now."""
+"""``aggregator outbox``: what each sink has pending or failed; retry, drop, deliver now.
+
+Every subcommand reads an existing database: none of them creates one.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
-from aggregator.cli.common import config_options, fail, handles_errors, load_config
-from aggregator.config import Config
-from aggregator.notify.worker import DeliveryWorker
-from aggregator.store import Store
-from aggregator.store.outbox import STATUSES
-from aggregator.store.thread import StoreThread
+from aggregator.cli.common import (
+    common_options,
+    fail,
+    handles_errors,
+    load_config,
+    plural,
+)
+
+if TYPE_CHECKING:
+    from aggregator.config import Config
+    from aggregator.store import Store
+
+#: What ``retry`` and ``drop`` act on: a delivery not delivered yet (nor dropped).
+OPEN = ("failed", "pending")
+#: ``aggregator.store.outbox.STATUSES``, written out so that ``--help`` imports no store
+#: (a test checks that the two agree).
+STATUSES = ("pending", "delivered", "failed", "dropped")
 
 
 @contextmanager
-def _store(config: Config) -> Iterator[Store]:
-    store = Store.open(config.storage.database)
+def _store() -> Iterator[Store]:
+    """The config's database (``--db`` first), which must exist; closed afterwards."""
+    from aggregator.store import Store
+
+    store = Store.open(load_config(mode="read").storage.database)
     try:
         yield store
     finally:
@@ -27,17 +44,14 @@ def _store(config: Config) -> Iterator[Store]:
 
 
 @click.group("outbox", invoke_without_command=True)
-@config_options
+@common_options
 @click.pass_context
 @handles_errors
-def outbox_command(
-    ctx: click.Context, config_path: str | None, database: str | None, log_level: str
-) -> None:
+def outbox_command(ctx: click.Context) -> None:
     """Show, per sink, how many deliveries are pending, delivered, failed or dropped."""
-    ctx.obj = load_config(config_path, database, log_level)
     if ctx.invoked_subcommand is not None:
         return
-    with _store(ctx.obj) as store:
+    with _store() as store:
         rows = store.delivery_counts()
     if not rows:
         click.echo("no sinks have been set up yet (add [[sinks]] and run poll or run)")
@@ -48,6 +62,7 @@ def outbox_command(
 
 
 @outbox_command.command("list")
+@common_options
 @click.option("--sink", help="Only this sink.")
 @click.option(
     "--status",
@@ -57,17 +72,17 @@ def outbox_command(
     help="Statuses to show (repeatable). Default: pending and failed.",
 )
 @click.option("--limit", default=100, show_default=True)
-@click.pass_obj
 @handles_errors
-def list_command(config: Config, sink: str | None, statuses: tuple[str, ...], limit: int) -> None:
+def list_command(sink: str | None, statuses: tuple[str, ...], limit: int) -> None:
     """List deliveries, oldest first: id, sink, status, attempts, event, last error."""
-    with _store(config) as store:
-        rows = store.list_deliveries(statuses or ("pending", "failed"), sink, limit)
+    with _store() as store:
+        _check_sink(store, sink)
+        rows = store.list_deliveries(statuses or OPEN[::-1], sink, limit)
     for r in rows:
         folded = f" +{r['folded']} folded" if r["folded"] else ""
         retry = f" next try {r['next_attempt_at']}" if r["next_attempt_at"] else ""
         click.echo(
-            f"{r['id']}\t{r['sink']}\t{r['status']}\t{r['attempts']} attempts\t"
+            f"{r['id']}\t{r['sink']}\t{r['status']}\t{plural(r['attempts'], 'attempt')}\t"
             f"{r['type']} {r['event_id']}{folded} ({r['created_at']}){retry}"
         )
         if r["last_error"]:
@@ -75,38 +90,95 @@ def list_command(config: Config, sink: str | None, statuses: tuple[str, ...], li
 
 
 @outbox_command.command("retry")
+@common_options
 @click.argument("ids", nargs=-1, type=int)
 @click.option("--sink", help="Only this sink.")
-@click.pass_obj
 @handles_errors
-def retry_command(config: Config, ids: tuple[int, ...], sink: str | None) -> None:
-    """Queue failed deliveries again and end any backoff (all, or these IDS / this sink)."""
-    with _store(config) as store:
-        count = store.set_delivery_status("pending", ("failed", "pending"), list(ids), sink)
-    click.echo(f"{count} deliveries queued for the next delivery pass")
+def retry_command(ids: tuple[int, ...], sink: str | None) -> None:
+    """Queue failed deliveries again and end any backoff (all, or these IDS / this sink).
+
+    Exits 1 when an ID or the sink does not exist, or an ID is delivered or dropped.
+    """
+    with _store() as store:
+        _check_sink(store, sink)
+        wrong = _not_open(store, ids, "retried")
+        count = store.set_delivery_status("pending", OPEN, _open_ids(ids, wrong), sink)
+    if ids or sink or count:
+        click.echo(f"{plural(count, 'delivery')} queued for the next delivery pass")
+    else:
+        click.echo("nothing to retry: no failed or pending deliveries")
+    _exit_if(wrong)
 
 
 @outbox_command.command("drop")
+@common_options
 @click.argument("ids", nargs=-1, type=int)
 @click.option("--sink", help="Only this sink.")
 @click.option("--all", "everything", is_flag=True, help="Drop every pending and failed delivery.")
-@click.pass_obj
 @handles_errors
-def drop_command(config: Config, ids: tuple[int, ...], sink: str | None, everything: bool) -> None:
-    """Give up on pending/failed deliveries (IDS, or all of --sink, or --all)."""
+def drop_command(ids: tuple[int, ...], sink: str | None, everything: bool) -> None:
+    """Give up on pending/failed deliveries (IDS, or all of --sink, or --all).
+
+    Exits 1 when an ID or the sink does not exist, or an ID is delivered or dropped.
+    """
     if not (ids or sink or everything):
         fail("say what to drop: delivery IDS, --sink NAME or --all", code=2)
-    with _store(config) as store:
-        count = store.set_delivery_status("dropped", ("failed", "pending"), list(ids), sink)
-    click.echo(f"{count} deliveries dropped")
+    with _store() as store:
+        _check_sink(store, sink)
+        wrong = _not_open(store, ids, "dropped")
+        count = store.set_delivery_status("dropped", OPEN, _open_ids(ids, wrong), sink)
+    click.echo(f"{plural(count, 'delivery')} dropped")
+    _exit_if(wrong)
+
+
+def _check_sink(store: Store, sink: str | None) -> None:
+    """Exit 1 naming the known sinks when ``sink`` was never set up."""
+    if sink is None:
+        return
+    names = [row["name"] for row in store.delivery_counts()]
+    if sink not in names:
+        known = f"the sinks are: {', '.join(names)}" if names else "no sink has been set up yet"
+        fail(f"no sink named {sink!r} ({known})")
+
+
+def _not_open(store: Store, ids: tuple[int, ...], verb: str) -> dict[int, str]:
+    """What is wrong with each of ``ids`` that does not exist or is not pending/failed."""
+    statuses = store.delivery_statuses(list(ids))
+    wrong = {}
+    for delivery in ids:
+        status = statuses.get(delivery)
+        if status is None:
+            wrong[delivery] = f"no delivery {delivery} (see `aggregator outbox list`)"
+        elif status not in OPEN:
+            wrong[delivery] = (
+                f"delivery {delivery} is {status}: only pending or failed ones are {verb}"
+            )
+    return wrong
+
+
+def _open_ids(ids: tuple[int, ...], wrong: dict[int, str]) -> list[int]:
+    """``ids`` less the wrong ones; ``[-1]`` (which matches nothing) when none is left."""
+    if not ids:
+        return []
+    return [i for i in ids if i not in wrong] or [-1]
+
+
+def _exit_if(wrong: dict[int, str]) -> None:
+    """Print each problem and exit 1, when there is any."""
+    for line in wrong.values():
+        click.echo(f"aggregator: {line}", err=True)
+    if wrong:
+        raise SystemExit(1)
 
 
 @outbox_command.command("deliver")
-@click.pass_obj
+@common_options
 @handles_errors
-def deliver_command(config: Config) -> None:
+def deliver_command() -> None:
     """Send everything that is due now to the configured sinks, then exit."""
-    counts = asyncio.run(_deliver(config))
+    import asyncio
+
+    counts = asyncio.run(_deliver(load_config(mode="read")))
     click.echo(
         f"{counts['delivered']} delivered, {counts['retry']} to retry later,"
         f" {counts['failed']} failed"
@@ -115,6 +187,9 @@ def deliver_command(config: Config) -> None:
 
 async def _deliver(config: Config) -> Counter[str]:
     """One delivery pass; the count of each outcome (0 for an outcome that did not occur)."""
+    from aggregator.notify.worker import DeliveryWorker
+    from aggregator.store.thread import StoreThread
+
     store = StoreThread(config.storage.database, failing_after=config.notify.failing_after)
     worker = DeliveryWorker(config, store)
     try:

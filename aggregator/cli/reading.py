@@ -1,38 +1,51 @@
 """Reading what changed: ``digest``, ``history``, ``diff``, ``search``, ``sources``.
 
 Every command opens the database read-only, so it is safe while the daemon
-runs. The database is ``--db``, else the config's ``[storage] database`` when a
-config file is found, else ``$AGGREGATOR_DB`` / ``./aggregator.db``.
+runs, and never creates one. The database is ``--db``, else the config's
+``[storage] database`` when a config file is found, else ``$AGGREGATOR_DB`` /
+``./aggregator.db`` (``common.database_location``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from aggregator.cli.common import database_path, fail, handles_errors, reader_options
-from aggregator.diff import render_ansi, render_markers, word_diff
-from aggregator.digest import FORMATS, build_digest, render
-from aggregator.digest.model import group_stories
-from aggregator.digest.text import render_story
-from aggregator.models import TRACKED_FIELDS
-from aggregator.store.queries import SEARCH_RANKED, Reader, VersionRow
-from aggregator.timeutil import ago, iso_to_db, now_db, parse_duration
+from aggregator.cli.common import (
+    LazyChoice,
+    common_options,
+    database_location,
+    fail,
+    found_config,
+    handles_errors,
+)
+from aggregator.cli.status import configured_state
+
+if TYPE_CHECKING:
+    from aggregator.config import Config
+    from aggregator.store.queries import Reader, VersionRow
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _formats() -> tuple[str, ...]:
+    from aggregator.digest import FORMATS
+
+    return tuple(FORMATS)
+
+
 @contextmanager
-def open_reader(config_path: str | None, database: str | None) -> Iterator[Reader]:
-    """A read-only ``Reader`` on the chosen database, closed afterwards."""
-    reader = Reader.open(database_path(config_path, database))
+def open_reader(config: Config | None = None) -> Iterator[Reader]:
+    """A read-only ``Reader`` on the chosen database (which must exist), closed afterwards."""
+    from aggregator.store.queries import Reader
+
+    reader = Reader.open(database_location("read", config=config))
     try:
         yield reader
     finally:
@@ -53,6 +66,8 @@ color_option = click.option(
 
 def db_time(text: str, option: str) -> str:
     """A user-given time (``2022-03-10``, ``2022-03-10 07:00``, ISO 8601) as database text."""
+    from aggregator.timeutil import iso_to_db
+
     value = text.strip()
     if len(value) == 10:
         value += "T00:00:00"
@@ -67,6 +82,8 @@ def db_time(text: str, option: str) -> str:
 
 def window(since: str | None, start: str | None, end: str | None) -> tuple[str, str]:
     """The ``[since, until)`` window from ``--since`` or ``--from``/``--to``."""
+    from aggregator.timeutil import ago, now_db, parse_duration
+
     if since and (start or end):
         raise click.UsageError("use either --since or --from/--to, not both")
     until = db_time(end, "--to") if end else now_db()
@@ -94,6 +111,8 @@ def _mode_for(target: Path) -> int:
 
 def write_atomically(path: str, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename (never half-written)."""
+    import tempfile
+
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
@@ -108,22 +127,18 @@ def write_atomically(path: str, text: str) -> None:
 
 
 @click.command("digest")
-@reader_options
+@common_options
 @click.option("--since", metavar="DURATION", help="Changes in the last DURATION (default 24h).")
 @click.option("--from", "start", metavar="TIME", help="Start of the window (UTC).")
 @click.option("--to", "end", metavar="TIME", help="End of the window (UTC, default now).")
 @click.option("--source", "-s", "sources", multiple=True, help="Only this source (repeatable).")
-@click.option(
-    "--format", "-f", "fmt", type=click.Choice(FORMATS), default="text", show_default=True
-)
+@click.option("--format", "-f", "fmt", type=LazyChoice(_formats), default="text", show_default=True)
 @click.option(
     "--output", "-o", metavar="FILE", help="Write to FILE (atomically) instead of stdout."
 )
 @color_option
 @handles_errors
 def digest_command(
-    config_path: str | None,
-    database: str | None,
     since: str | None,
     start: str | None,
     end: str | None,
@@ -133,8 +148,10 @@ def digest_command(
     color: bool | None,
 ) -> None:
     """What changed, grouped by story, newest activity first, with word diffs."""
+    from aggregator.digest import build_digest, render
+
     begin, until = window(since, start, end)
-    with open_reader(config_path, database) as reader:
+    with open_reader() as reader:
         unknown = set(sources) - set(reader.source_names()) if sources else set()
         if unknown:
             raise click.UsageError(f"no source named {', '.join(sorted(unknown))}")
@@ -148,19 +165,20 @@ def digest_command(
 
 
 @click.command("history")
-@reader_options
+@common_options
 @click.argument("entry")
 @color_option
 @handles_errors
-def history_command(
-    config_path: str | None, database: str | None, entry: str, color: bool | None
-) -> None:
+def history_command(entry: str, color: bool | None) -> None:
     """Every version of ENTRY with its time and what changed.
 
     ENTRY is an entry id, key or URL, a source's name (a page source has one
     entry), a prefix of a key or URL, or words it contains.
     """
-    with open_reader(config_path, database) as reader:
+    from aggregator.digest.model import group_stories
+    from aggregator.digest.text import render_story
+
+    with open_reader() as reader:
         found = reader.resolve_entry(entry)
         rows = reader.entry_changes(found.id)
     plural = "s" if found.version_count != 1 else ""
@@ -172,15 +190,13 @@ def history_command(
 
 
 @click.command("diff")
-@reader_options
+@common_options
 @click.argument("entry")
 @click.option("--from", "old", type=int, metavar="N", help="Older version (default: M-1).")
 @click.option("--to", "new", type=int, metavar="M", help="Newer version (default: latest).")
 @color_option
 @handles_errors
 def diff_command(
-    config_path: str | None,
-    database: str | None,
     entry: str,
     old: int | None,
     new: int | None,
@@ -191,7 +207,7 @@ def diff_command(
     ENTRY is as for `history`: id, key, URL, source name, prefix or words.
     Exits 1 when there is nothing to compare (the entry has one version).
     """
-    with open_reader(config_path, database) as reader:
+    with open_reader() as reader:
         found = reader.resolve_entry(entry)
         versions = {v.version: v for v in reader.versions(found.id)}
     if len(versions) == 1 and old is None:
@@ -214,6 +230,9 @@ def diff_command(
 
 def version_diff(old: VersionRow, new: VersionRow, color: bool) -> str:
     """Each tracked field that differs, as a full word diff."""
+    from aggregator.diff import render_ansi, render_markers, word_diff
+    from aggregator.models import TRACKED_FIELDS
+
     render = render_ansi if color else render_markers
     parts = []
     for name in TRACKED_FIELDS:
@@ -225,19 +244,19 @@ def version_diff(old: VersionRow, new: VersionRow, color: bool) -> str:
 
 
 @click.command("search")
-@reader_options
+@common_options
 @click.argument("text", nargs=-1, required=True)
 @click.option("--limit", default=50, show_default=True, help="At most this many versions.")
 @handles_errors
-def search_command(
-    config_path: str | None, database: str | None, text: tuple[str, ...], limit: int
-) -> None:
+def search_command(text: tuple[str, ...], limit: int) -> None:
     """Full-text search over every version, including text since edited out.
 
     Best matches first; when more than 5,000 versions match, the best of the
     newest 5,000. Exits 1 when no version matches, like grep.
     """
-    with open_reader(config_path, database) as reader:
+    from aggregator.store.queries import SEARCH_RANKED
+
+    with open_reader() as reader:
         hits, partial = reader.search_ranked(" ".join(text), limit=limit)
     if not hits:
         fail(f"no version matches {' '.join(text)!r}")
@@ -257,17 +276,23 @@ def search_command(
 
 
 @click.command("sources")
-@reader_options
+@common_options
 @handles_errors
-def sources_command(config_path: str | None, database: str | None) -> None:
-    """Each source: kind, interval, last success, last error, failures, entries, versions."""
-    with open_reader(config_path, database) as reader:
+def sources_command() -> None:
+    """Each source: kind, interval, last success, last error, failures, entries, versions.
+
+    A source paused or removed in the config is marked so at once, before the next poll.
+    """
+    config = found_config()
+    with open_reader(config) as reader:
         rows = reader.sources()
     if not rows:
         click.echo("no sources yet: run `aggregator poll` with a config")
         return
     header = ("name", "kind", "interval", "last success", "failures", "entries", "versions")
-    table = [header] + [_source_row(r) for r in rows]
+    table = [header] + [
+        _source_row(r, configured_state(r["name"], r["active"], config)) for r in rows
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -281,8 +306,8 @@ def sources_command(config_path: str | None, database: str | None) -> None:
     click.echo("\n".join(lines))  # one write: 10,000 sources are 10,000 lines
 
 
-def _source_row(row: dict[str, Any]) -> tuple[str, ...]:
-    name = row["name"] + ("" if row["active"] else " (inactive)")
+def _source_row(row: dict[str, Any], state: str | None) -> tuple[str, ...]:
+    name = row["name"] + (f" ({state})" if state else "")
     return (
         name,
         row["kind"],

@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 
 import click
-import structlog
 
-from aggregator import config as config_mod
-from aggregator import log
-from aggregator.cli.common import fail, handles_errors, log_level_option, reader_options
-from aggregator.config import Config
-from aggregator.errors import ConfigError
-from aggregator.store.queries import Reader
+from aggregator.cli.common import (
+    common_options,
+    configure_logging,
+    database_location,
+    fail,
+    found_config,
+    handles_errors,
+)
 
 TOKEN_ENV = "AGGREGATOR_SERVE_TOKEN"  # noqa: S105 - the variable's name, not a token
-
-
-def _config(config_path: str | None) -> Config | None:
-    try:
-        return config_mod.load(config_mod.find_config(config_path))
-    except config_mod.NoConfigFound:
-        return None
-    except ConfigError as exc:
-        fail(str(exc), code=2)
-        raise  # unreachable
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -47,7 +37,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 @click.command("serve")
-@reader_options
+@common_options
 @click.option("--host", default=None, help="Address to listen on.  [default: 127.0.0.1]")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="[default: 8080]")
 @click.option(
@@ -58,16 +48,12 @@ def bind(host: str, port: int) -> socket.socket:
     " token; trusts its X-Forwarded-* headers).",
 )
 @click.option("--root-path", default=None, help="Path prefix the proxy serves this under.")
-@log_level_option("INFO")
 @handles_errors
 def serve_command(
-    config_path: str | None,
-    database: str | None,
     host: str | None,
     port: int | None,
     behind_proxy: bool | None,
     root_path: str | None,
-    log_level: str,
 ) -> None:
     """Read the history in a browser: changes, stories, sources, search, live.
 
@@ -76,15 +62,20 @@ def serve_command(
     --host needs a token ([serve] token or token_env, or $AGGREGATOR_SERVE_TOKEN)
     or --behind-proxy.
     """
+    import signal
+
+    import structlog
     import uvicorn
 
+    from aggregator.config import Config
+    from aggregator.store.queries import Reader
     from aggregator.web import Settings, create_app
     from aggregator.web.security import is_loopback
 
-    log.configure(level=log_level)
-    config = _config(config_path)
+    configure_logging()
+    config = found_config()
     serve = (config or Config()).serve
-    path = database or (config.storage.database if config else config_mod.default_database())
+    path = database_location("read", config=config)
     host = host or serve.host
     port = serve.port if port is None else port
     proxy = serve.behind_proxy if behind_proxy is None else behind_proxy
@@ -98,7 +89,7 @@ def serve_command(
         fail(
             f"refusing to serve the history on {host} without a token: set [serve] token"
             f" (or token_env, or ${TOKEN_ENV}), or put a reverse proxy that authenticates"
-            " in front and pass --behind-proxy (README: 'Read the history in a browser')",
+            " in front and pass --behind-proxy (the manual: docs/web.md)",
             code=2,
         )
     Reader.open(path).close()  # exists, is ours, migrated forward

@@ -2,56 +2,88 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from aggregator.cli.common import database_path, fail, handles_errors, reader_options
-from aggregator.housekeeping import HEARTBEAT
-from aggregator.store import open_database
-from aggregator.store.scheduling import ago_text, status_report
-from aggregator.timeutil import from_db, utcnow
+from aggregator.cli.common import common_options, database_location, found_config, handles_errors
+
+if TYPE_CHECKING:
+    from aggregator.config import Config
+
+#: A source's heartbeat older than this many heartbeats: the daemon is not responding.
+MISSED_BEATS = 3
 
 
 @click.command("status")
-@reader_options
+@common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @handles_errors
-def status_command(config_path: str | None, database: str | None, as_json: bool) -> None:
+def status_command(as_json: bool) -> None:
     """Show whether the daemon runs, what it polls now, and each source's schedule.
 
     Reads the database only (safe while the daemon runs): failing and gone
-    sources first, then by next check.
+    sources first, then by next check. A source paused or removed in the config
+    says so at once, before the daemon reloads it.
     """
-    path = Path(database_path(config_path, database))
-    if not path.exists():
-        fail(f"no database at {path}: run `aggregator poll` or `aggregator run` first")
-    db = open_database(path, readonly=True)
+    import json
+
+    from aggregator.store import open_database
+    from aggregator.store.scheduling import status_report
+
+    config = found_config()
+    db = open_database(database_location("read", config=config), readonly=True)
     try:
         report = status_report(db)
     finally:
         db.close()
+    for source in report["sources"]:
+        source["config_state"] = configured_state(source["name"], True, config)
     if as_json:
         # compact: json's C encoder (an indent makes it the pure-Python one, ~5x slower
         # on the 10,000 sources of a large deployment)
         click.echo(json.dumps(report, ensure_ascii=False))
         return
+    from aggregator.timeutil import utcnow
+
     now = utcnow()
     lines = [daemon_line(report["daemon"]), report["summary"]]
     lines += [source_line(source, now) for source in report["sources"]]
     click.echo("\n".join(lines))  # one write, however many sources
 
 
+def configured_state(name: str, active: bool, config: Config | None) -> str | None:
+    """``paused`` or ``removed`` as the config says now; ``None`` for a polled source.
+
+    The database learns of a pause or a removal at the next poll (or daemon reload);
+    the config says it at once. A feed's ``<name>/articles`` companion follows its feed.
+    Without a config, the database's own ``active`` flag is all there is.
+    """
+    if config is None:
+        return None if active else "removed"
+    by_name = {s.name: s for s in config.sources}
+    source = by_name.get(name)
+    if source is None and name.endswith("/articles"):
+        feed = by_name.get(name.removesuffix("/articles"))
+        if feed is not None and feed.options.get("follow_links"):
+            source = feed
+    if source is None:
+        return "removed"
+    return None if source.enabled else "paused"
+
+
 def daemon_line(daemon: dict[str, Any] | None) -> str:
     """``daemon: running (pid 42) since ..., heartbeat 3 s ago, network up; polling: a, b``."""
+    from aggregator.housekeeping import HEARTBEAT
+    from aggregator.store.scheduling import ago_text
+    from aggregator.timeutil import from_db, utcnow
+
     if daemon is None:
         return "daemon: never ran on this database"
     beat = (utcnow() - from_db(daemon["heartbeat_at"])).total_seconds()
     state = daemon["state"]
-    if state in ("running", "starting") and beat > 3 * HEARTBEAT:
+    if state in ("running", "starting") and beat > MISSED_BEATS * HEARTBEAT:
         state = f"not responding (last heartbeat {ago_text(daemon['heartbeat_at'])})"
     if daemon["state"] == "stopped":
         return (
@@ -69,7 +101,12 @@ def daemon_line(daemon: dict[str, Any] | None) -> str:
 def source_line(source: dict[str, Any], now: datetime | None = None) -> str:
     """One source: state, next check and why, interval, last error, moves."""
     name = source["name"]
-    if source["gone_at"] and source["gone_url"] == source["url"]:
+    state = source.get("config_state")
+    if state == "paused":
+        text = f"  {name}: paused (enabled = false in the config); not polled"
+    elif state == "removed":
+        text = f"  {name}: removed from the config; not polled (its history stays)"
+    elif source["gone_at"] and source["gone_url"] == source["url"]:
         text = f"  {name}: GONE since {source['gone_at']} (HTTP 410); polling stopped"
     else:
         state = (
@@ -88,6 +125,8 @@ def source_line(source: dict[str, Any], now: datetime | None = None) -> str:
 
 
 def _when(moment: str | None, now: datetime | None = None) -> str:
+    from aggregator.timeutil import from_db, utcnow
+
     if not moment:
         return "not planned"
     seconds = (from_db(moment) - (now or utcnow())).total_seconds()

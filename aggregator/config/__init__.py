@@ -38,7 +38,8 @@ from aggregator.config.models import (
     name_from_url,
 )
 from aggregator.errors import ConfigError
-from aggregator.options import UnknownKeyError, did_you_mean, validator
+from aggregator.options import KEYS_HINT, UnknownKeyError, did_you_mean, validator
+from aggregator.timeutil import FROM_FILE
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -61,6 +62,7 @@ __all__ = [
     "load",
     "name_from_url",
     "parse",
+    "warnings",
 ]
 
 
@@ -219,12 +221,16 @@ def parse(raw: dict[str, Any], where: str = "<config>", *, defaults_where: str =
     given = _Defaults(frozenset(defaults), sources, defaults_where or where)
     raw["sources"] = [{**defaults, **s} if isinstance(s, dict) else s for s in sources]
     try:
-        config = Config.model_validate({**raw, "path": where})
+        config = Config.model_validate({**raw, "path": where}, context={FROM_FILE: True})
     except ValidationError as exc:
         raise ConfigError(_describe(exc, where, raw, given)) from None
-    _check_named(config.sources, "source", where, given)
-    _check_named(config.sinks, "sink", where)
-    return _check_digests(config, where)
+    problems = _check_named(config.sources, "source", where, given)
+    problems += _check_named(config.sinks, "sink", where)
+    config, digest_problems = _check_digests(config, where)
+    problems += digest_problems
+    if problems:  # every problem at once, not only the first
+        raise ConfigError("\n".join(dict.fromkeys(problems)))
+    return config
 
 
 def _check_defaults(defaults: dict[str, Any], where: str) -> None:
@@ -238,21 +244,23 @@ def _check_named(
     noun: str,
     where: str,
     given: _Defaults | None = None,
-) -> None:
+) -> list[str]:
     """Unique names, and kind-specific keys valid, for ``[[sources]]`` or ``[[sinks]]``.
 
     The keys are checked by the plugin family's registered checker (``noun``); a
     bad key a source took from ``[defaults]`` is reported as ``defaults.<key>``.
+    Returns every problem found, one line each.
     """
+    problems: list[str] = []
     seen: dict[str, int] = {}
     for i, item in enumerate(items):
         label = f"{where}: {noun}s[{i}]"
         if item.name in seen:
-            raise ConfigError(
+            problems.append(
                 f"{label}.name: duplicate name {item.name!r} (also {noun}s[{seen[item.name]}])"
                 f"; give each {noun} a unique name"
             )
-        seen[item.name] = i
+        seen.setdefault(item.name, i)
         try:
             validator(noun)(item.kind, item.options)
         except UnknownKeyError as exc:
@@ -260,35 +268,55 @@ def _check_named(
             if given is not None and given.gave(i, top):
                 label = f"{given.where}: defaults"
             hint = did_you_mean(top, {*exc.known, *type(item).model_fields})
-            raise ConfigError(
-                f"{label}.{exc.key}: unknown key for {exc.label}{hint}"
-                " (check the spelling; see the README)"
-            ) from None
+            problems.append(f"{label}.{exc.key}: unknown key for {exc.label}{hint} ({KEYS_HINT})")
         except ConfigError as exc:
             top = str(exc).split(":")[0].split(".")[0]
             if given is not None and given.gave(i, top):
                 label = f"{given.where}: defaults"
-            raise ConfigError(f"{label}.{exc}") from None
+            problems.append(f"{label}.{exc}")
+    return problems
 
 
-def _check_digests(config: Config, where: str) -> Config:
+def _check_digests(config: Config, where: str) -> tuple[Config, list[str]]:
     """Name each digest (default ``digest-N``), and check its names, sources and sink."""
     sources = {s.name for s in config.sources}
     sinks = getattr(config, "sinks", None)
     sink_names = {getattr(s, "name", None) for s in sinks} if sinks is not None else None
-    digests, seen = [], set()
+    digests, seen, problems = [], set(), []
     for i, digest in enumerate(config.digests):
         label = f"{where}: digests[{i}]"
         name = digest.name or f"digest-{i + 1}"
         if name in seen:
-            raise ConfigError(f"{label}.name: duplicate digest name {name!r}")
+            problems.append(f"{label}.name: duplicate digest name {name!r}")
         seen.add(name)
         if unknown := sorted(set(digest.sources) - sources):
-            raise ConfigError(f"{label}.sources: no source named {', '.join(unknown)}")
+            problems.append(f"{label}.sources: no source named {', '.join(unknown)}")
         if sink_names is not None and digest.sink not in sink_names:
-            raise ConfigError(f"{label}.sink: no [[sinks]] entry named {digest.sink!r}")
+            problems.append(f"{label}.sink: no [[sinks]] entry named {digest.sink!r}")
         digests.append(digest.model_copy(update={"name": name}))
-    return config.model_copy(update={"digests": digests})
+    return config.model_copy(update={"digests": digests}), problems
+
+
+#: A polling interval shorter than this is accepted, with a warning.
+SHORT_INTERVAL = 60.0
+
+
+def warnings(config: Config) -> list[str]:
+    """What the config allows but a user probably did not mean, one line each.
+
+    A source polled more often than once a minute is fine against a server of your
+    own; against a publisher it can get you blocked.
+    """
+    lines = []
+    for source in config.sources:
+        if source.enabled and source.interval < SHORT_INTERVAL:
+            per_minute = SHORT_INTERVAL / source.interval
+            lines.append(
+                f"{config.path}: source {source.name!r}: interval {source.interval:g}s is"
+                f" under a minute (about {per_minute:.0f} fetches a minute); fine for a server"
+                ' of your own, but a publisher may block you: write e.g. interval = "5m"'
+            )
+    return lines
 
 
 def _describe(exc: ValidationError, where: str, raw: dict[str, Any], given: _Defaults) -> str:
@@ -301,7 +329,7 @@ def _describe(exc: ValidationError, where: str, raw: dict[str, Any], given: _Def
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             hint = did_you_mean(str(loc[-1]), _known_keys(loc))
-            message = f"unknown key{hint} (check the spelling; see config/example.toml)"
+            message = f"unknown key{hint} ({KEYS_HINT})"
         elif error["type"] == "missing":
             message = "required key is missing"
         lines.append(f"{path}: {message}")

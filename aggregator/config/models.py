@@ -24,9 +24,12 @@ from pydantic import (
 )
 
 from aggregator.detect import REKEY_POLICIES, REMOVAL_POLICIES
-from aggregator.timeutil import parse_duration
+from aggregator.timeutil import interval_setting, setting_duration
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
+#: A duration setting: ``90s``, ``5m``, ``1h``, ``2d``; a bare number is refused.
+Duration = Annotated[float, BeforeValidator(setting_duration)]
+#: A polling interval: a ``Duration`` of at most a year.
+Interval = Annotated[float, BeforeValidator(interval_setting)]
 
 _QUIET = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d$")
 
@@ -157,7 +160,7 @@ class SourceConfig(BaseModel):
     url: str
     name: str = ""
     kind: str = "feed"
-    interval: Duration = 900.0
+    interval: Interval = 900.0
     removals: str = "window"
     #: ``auto``: a story listed under a new key (fixed slug, new guid) stays one entry.
     rekey: str = "auto"
@@ -165,8 +168,8 @@ class SourceConfig(BaseModel):
     tags: list[str] = Field(default_factory=list)
     enabled: bool = True
     adaptive: bool = True
-    min_interval: Duration | None = None
-    max_interval: Duration | None = None
+    min_interval: Interval | None = None
+    max_interval: Interval | None = None
     #: Extra request headers (a token, a cookie), ``_env`` keys already read from the
     #: environment. Secret: shown as ``**********``; use ``request_headers`` to send.
     headers: dict[str, SecretStr] = Field(default_factory=dict)
@@ -456,6 +459,14 @@ def default_database() -> str:
 
 
 def name_from_url(url: str) -> str:
-    """A readable default name: host plus path, e.g. ``example.com/news/feed.xml``."""
+    """A readable default name: host, port if any, and path: ``example.com/news/feed.xml``.
+
+    An explicit port is kept (``localhost:8080/feed``), so two feeds on one host that
+    differ only by port get different names.
+    """
     parts = urlsplit(url)
-    return f"{parts.hostname}{parts.path.rstrip('/')}" or url
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # a port that is not a number: the URL check reports it
+        port = ""
+    return f"{parts.hostname}{port}{parts.path.rstrip('/')}" if parts.hostname else url

@@ -96,9 +96,12 @@ def _print_new_changes(database: Path, after: int, say: Callable[[str], None]) -
 
 def run_demo(
     database: Path, *, epochs: int = EPOCHS, delay: float = 1.0, color: bool = False,
-    say: Callable[[str], None] = print,
+    say: Callable[[str], None] = print, prog: str = "aggregator",
 ) -> None:  # fmt: skip
-    """Poll the demo story ``epochs`` times into ``database``, then print the digest."""
+    """Poll the demo story ``epochs`` times into ``database``, then print the digest.
+
+    The commands it suggests start with ``prog``, as the user started this one.
+    """
     started, until = asyncio.run(_run(database, epochs, delay, say))
     reader = Reader.open(database)
     try:
@@ -108,13 +111,15 @@ def run_demo(
     say("\n" + "=" * 72 + "\nThe digest of this run (aggregator digest):\n")
     say(render(digest, "text", color=color))
     db = f" --db {database}"
-    say(
-        "Try next:\n"
-        f"  aggregator history summit{db}          # every version of one story\n"
-        f"  aggregator diff summit --from 1{db}    # word diff between two versions\n"
-        f"  aggregator search prisoner exchange{db}\n"
-        f"  aggregator digest --format html -o digest.html{db}\n"
-        f"  aggregator sources{db}\n"
-        f"  aggregator serve{db}                     # read it in a browser\n"
-        f"  sqlite3 {database} 'SELECT * FROM headline_history'"
-    )
+    tries = [
+        (f"history summit{db}", "every version of one story"),
+        (f"diff summit --from 1{db}", "word diff between two versions"),
+        (f"search prisoner exchange{db}", ""),
+        (f"digest --format html -o digest.html{db}", ""),
+        (f"sources{db}", ""),
+        (f"serve{db}", "read it in a browser"),
+    ]
+    width = max(len(f"{prog} {command}") for command, why in tries if why)
+    lines = [f"  {f'{prog} {command}':{width}}   # {why}".rstrip(" #") for command, why in tries]
+    lines.append(f"  sqlite3 {database} 'SELECT * FROM headline_history'")
+    say("Try next:\n" + "\n".join(lines))

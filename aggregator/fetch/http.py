@@ -406,5 +406,17 @@ def describe_httpx_error(exc: httpx.HTTPError) -> str:
     for kind, text in kinds:
         if isinstance(exc, kind):
             detail = str(exc).strip()
+            text = f"{text} to {where}" if (where := _host_port(exc)) else text
             return f"{text}: {detail}" if detail else text
     return f"{type(exc).__name__}: {exc}"
+
+
+def _host_port(exc: httpx.HTTPError) -> str:
+    """``host:port`` of the request that failed (``""`` when the error has none)."""
+    try:
+        url = exc.request.url
+    except RuntimeError:  # an error raised outside a request
+        return ""
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return f"{host}:{port}" if port else host

@@ -23,7 +23,7 @@ from pydantic import BeforeValidator, Field
 
 from aggregator.notify import render
 from aggregator.notify.base import DeliveryError, Options, Sink, secret_from
-from aggregator.timeutil import parse_duration
+from aggregator.timeutil import setting_duration
 
 _PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 
@@ -39,7 +39,7 @@ class EmailOptions(Options):
     password: str | None = None
     sender: str = Field(alias="from")
     to: list[str] = Field(min_length=1)
-    timeout: Annotated[float, BeforeValidator(parse_duration)] = 30.0
+    timeout: Annotated[float, BeforeValidator(setting_duration)] = 30.0
     #: CA certificates (PEM) to trust instead of the system's, for a private CA.
     ca_file: str | None = None
 

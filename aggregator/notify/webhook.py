@@ -19,9 +19,9 @@ from typing import Annotated, Any
 import httpx
 from pydantic import BeforeValidator, Field, field_validator
 
-from aggregator.fetch import parse_retry_after
+from aggregator.fetch import describe_httpx_error, parse_retry_after
 from aggregator.notify.base import DeliveryError, Options, Sink, secret_from
-from aggregator.timeutil import parse_duration
+from aggregator.timeutil import setting_duration
 
 RETRYABLE = {408, 429}
 
@@ -33,7 +33,7 @@ class WebhookOptions(Options):
     secret_env: str | None = None
     secret: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
-    timeout: Annotated[float, BeforeValidator(parse_duration)] = 15.0
+    timeout: Annotated[float, BeforeValidator(setting_duration)] = 15.0
 
     @field_validator("url")
     @classmethod
@@ -41,6 +41,13 @@ class WebhookOptions(Options):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"not an http(s) URL: {value!r}")
         return value
+
+
+def refusal(status: int, phrase: str, body: str) -> str:
+    """``HTTP 400 Bad Request: what the receiver said`` (its phrase alone when it said nothing)."""
+    said = " ".join(body.split())[:200]
+    head = f"HTTP {status} {phrase}".strip()
+    return f"{head}: {said}" if said else head
 
 
 def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
@@ -79,11 +86,11 @@ class WebhookSink(Sink):
         try:
             response = await self.client.post(self.options.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+            raise DeliveryError(describe_httpx_error(exc)) from exc
         status = response.status_code
         if 200 <= status < 300:
             return
-        reason = f"HTTP {status}: {response.text[:200]}".strip()
+        reason = refusal(status, response.reason_phrase, response.text)
         permanent = 400 <= status < 500 and status not in RETRYABLE
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         raise DeliveryError(reason, permanent=permanent, retry_after=retry_after, status=status)

@@ -291,23 +291,23 @@ _SOURCE_COLUMNS = (
 
 
 def sources(
-    reader: Reader, *, after: str = "", limit: int = 100, failing: bool = False
+    reader: Reader, *, after: str = "", limit: int = 100, failing: bool | None = None
 ) -> list[dict[str, Any]]:
     """Sources by name after ``after`` (keyset), each with its health and its number of
     entries (counted on the index, for these sources only); ``failing``: only the sources
-    failing now, without the count.
+    failing now (``True``) or only the others (``False``).
     """
     where, params = "s.name > ?", [after]
-    if failing:
-        where += " AND s.consecutive_failures > 0"
+    if failing is not None:
+        where += " AND s.consecutive_failures > 0" if failing else " AND s.consecutive_failures = 0"
     found = rows(
         reader,
         f"SELECT {_SOURCE_COLUMNS} FROM sources s WHERE {where} ORDER BY s.name LIMIT ?",
         [*params, limit],
     )
-    ids = [] if failing else [r["id"] for r in found]
+    ids = [r["id"] for r in found]
     counts = {
-        r["source_id"]: r
+        r["source_id"]: r["entries"]
         for r in rows(
             reader,
             "SELECT source_id, count(*) AS entries"
@@ -315,10 +315,8 @@ def sources(
             ids,
         )
     }
-    default = None if failing else 0  # None: not counted
     for r in found:
-        c = counts.get(r["id"], {})
-        r["entries"] = c.get("entries", default)
+        r["entries"] = counts.get(r["id"], 0)
     return found
 
 

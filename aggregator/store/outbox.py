@@ -374,6 +374,14 @@ class DeliveryQueries:
             params,
         )
 
+    def delivery_statuses(self, ids: list[int]) -> dict[int, str]:
+        """The status of each of ``ids`` that exists (for ``outbox retry/drop IDS``)."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.db.execute(f"SELECT id, status FROM deliveries WHERE id IN ({marks})", ids)
+        return {row[0]: row[1] for row in rows}
+
     def set_delivery_status(
         self, status: str, from_statuses: tuple[str, ...], ids: list[int], sink: str | None
     ) -> int:

@@ -32,6 +32,7 @@ WINDOWS = ("1h", "24h", "7d", "30d")
 KINDS = (*model.KINDS, *(k for k in ("moved",) if k not in model.KINDS))
 SOURCES_PAGE = 50
 SOURCE_MENU = 200  # more sources than this: the filter is a text field, not a menu
+FAILING_SHOWN = 100  # failing sources listed at the top of the sources page
 ATOM_TYPE = "application/atom+xml"
 
 
@@ -333,14 +334,27 @@ def _changes_page_view(
 def _sources_view(
     reader: Reader, after: str, size: int, *, with_failing: bool = True
 ) -> dict[str, Any]:
-    """A page of sources by name, and (on the first page) every failing source."""
-    found = queries.sources(reader, after=after, limit=size + 1)
+    """A page of sources by name; on the HTML page the failing ones are listed once, first.
+
+    With ``with_failing`` (the HTML page), the first page lists every source failing now
+    (at most ``FAILING_SHOWN``) above the others, and the pages by name hold only the
+    sources that are not failing, so no source is listed twice. The JSON pages list every
+    source by name.
+    """
+    found = queries.sources(
+        reader, after=after, limit=size + 1, failing=False if with_failing else None
+    )
     more = len(found) > size
     found = found[:size]
-    first = with_failing and not after
+    failing = (
+        queries.sources(reader, limit=FAILING_SHOWN + 1, failing=True)
+        if with_failing and not after
+        else []
+    )
     return {
         "sources": found,
-        "failing": queries.sources(reader, limit=100, failing=True) if first else [],
+        "failing": failing[:FAILING_SHOWN],
+        "more_failing": len(failing) > FAILING_SHOWN,
         "next": found[-1]["name"] if more else None,
     }
 
