@@ -155,7 +155,10 @@ def _site(harness: Harness) -> Harness:
 
     harness.server.serve("/feed.xml", story.rss(0))
     harness.add("world", "/feed.xml")
-    harness.extra = '[[sinks]]\nkind = "jsonl"\nname = "events"\npath = "events.jsonl"\n'
+    harness.extra = (
+        '[[sinks]]\nkind = "jsonl"\nname = "events"\npath = "events.jsonl"\n'
+        "send_first_listing = true\n"
+    )
     harness.poll()
     return harness
 

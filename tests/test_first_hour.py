@@ -197,7 +197,10 @@ def _outboxed(harness: Harness, refuser: str) -> Harness:
     """A poll whose events a webhook refused (400, no body): failed deliveries."""
     harness.server.serve("/feed.xml", story.rss(0))
     harness.add("world", "/feed.xml")
-    harness.extra = f'[[sinks]]\nkind = "webhook"\nname = "hook"\nurl = "{refuser}"\n'
+    harness.extra = (
+        f'[[sinks]]\nkind = "webhook"\nname = "hook"\nurl = "{refuser}"\n'
+        "send_first_listing = true\n"
+    )
     harness.poll()
     return harness
 

@@ -117,7 +117,11 @@ def test_status_reports_the_daemon_and_each_source(harness: Harness) -> None:
     async def briefly() -> None:
         daemon = Daemon(harness.config(), handle_signals=False)
         task = asyncio.create_task(daemon.run())
-        await asyncio.sleep(0.8)
+        for _ in range(200):  # until the bad source has failed and the good one was stored
+            await asyncio.sleep(0.05)
+            if len(harness.server.hits("/missing.xml")) >= 2 and harness.server.hits("/feed.xml"):
+                break
+        await asyncio.sleep(0.3)
         daemon.stop()
         await task
 
@@ -125,7 +129,7 @@ def test_status_reports_the_daemon_and_each_source(harness: Harness) -> None:
     code, out = cli(harness, "status")
     assert code == 0, out
     lines = out.splitlines()
-    assert lines[0].startswith("daemon: stopped at ")
+    assert lines[0].startswith("node ") and ": stopped, last heartbeat " in lines[0]
     assert lines[1].startswith("2 sources, 1 failing, last change ")
     assert lines[2].startswith("  bad: failing x") and "HTTP 404" in out
     assert any(line.startswith("  good: ok, next check ") for line in lines)

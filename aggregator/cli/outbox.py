@@ -5,10 +5,11 @@ Every subcommand reads an existing database: none of them creates one.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -53,12 +54,22 @@ def outbox_command(ctx: click.Context) -> None:
         return
     with _store() as store:
         rows = store.delivery_counts()
+        backlog = {b.sink: b for b in store.backlogs()}
     if not rows:
         click.echo("no sinks have been set up yet (add [[sinks]] and run poll or run)")
     for row in rows:
         counts = ", ".join(f"{row[s]} {s}" for s in STATUSES)
         state = "" if row["active"] else " (not configured now)"
         click.echo(f"{row['name']} [{row['kind']}]{state}: {counts}")
+        if (queue := backlog.get(row["name"])) and (queue.pending or queue.delivered_last_minute):
+            click.echo(f"  {_backlog_text(queue)}")
+
+
+def _backlog_text(queue: Any) -> str:
+    """``12 pending (3 in flight), oldest waiting 4s, 15.2 events/s over the last minute``."""
+    from aggregator.cli.status import sink_line
+
+    return sink_line(dataclasses.asdict(queue)).split(": ", 1)[1]
 
 
 @outbox_command.command("list")

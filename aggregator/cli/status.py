@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aggregator.cli.common import common_options, database_location, found_config, handles_errors
+from aggregator.cli.common import (
+    common_options,
+    database_location,
+    found_config,
+    handles_errors,
+    plural,
+)
 
 if TYPE_CHECKING:
     from aggregator.config import Config
@@ -48,7 +54,12 @@ def status_command(as_json: bool) -> None:
     from aggregator.timeutil import utcnow
 
     now = utcnow()
-    lines = [daemon_line(report["daemon"]), report["summary"]]
+    if report["nodes"]:
+        lines = [node_line(node) for node in shown_nodes(report["nodes"])]
+    else:
+        lines = [daemon_line(report["daemon"])]
+    lines += [sink_line(sink, now) for sink in report["sinks"] if sink["active"]]
+    lines.append(report["summary"])
     lines += [source_line(source, now) for source in report["sources"]]
     click.echo("\n".join(lines))  # one write, however many sources
 
@@ -96,6 +107,48 @@ def daemon_line(daemon: dict[str, Any] | None) -> str:
         if daemon["inflight"]:
             line += f"; polling now: {', '.join(daemon['inflight'])}"
     return line
+
+
+def shown_nodes(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The nodes running now and the ones not responding; else the last one that ran."""
+    current = [n for n in nodes if n["state"] != "stopped"]
+    return current or nodes[:1]
+
+
+def node_line(node: dict[str, Any]) -> str:
+    """``node vm (pid 42 on vm): running since ..., heartbeat 3 s ago, 12 sources in hand``."""
+    from aggregator.store.scheduling import ago_text
+
+    who = f"node {node['name']} (pid {node['pid']} on {node['host']})"
+    beat = ago_text(node["heartbeat_at"])
+    if node["state"] == "stopped":
+        return f"{who}: stopped, last heartbeat {beat} (started {node['started_at']} UTC)"
+    if not node["alive"]:
+        return f"{who}: not responding, last heartbeat {beat} (its sources go to the others)"
+    line = (
+        f"{who}: {node['state']} since {node['started_at']} UTC, heartbeat {beat},"
+        f" {plural(node['sources_in_hand'], 'source')} in hand, network {node['network']},"
+        f" database {node['database']}"
+    )
+    if node["inflight"]:
+        line += f"; polling now: {', '.join(node['inflight'][:10])}"
+    return line
+
+
+def sink_line(sink: dict[str, Any], now: datetime | None = None) -> str:
+    """``sink hook [webhook]: 12 pending (3 in flight), oldest waiting 4s, 15.2 events/s ...``."""
+    from aggregator.timeutil import from_db, utcnow
+
+    text = f"sink {sink['sink']} [{sink['kind']}]: {sink['pending']} pending"
+    if sink["in_flight"]:
+        text += f" ({sink['in_flight']} in flight)"
+    if sink["oldest_pending_at"]:
+        age = ((now or utcnow()) - from_db(sink["oldest_pending_at"])).total_seconds()
+        text += f", oldest waiting {_duration(max(0.0, age))}"
+    text += f", {sink['delivered_last_minute'] / 60:.1f} events/s delivered over the last minute"
+    if sink["retry_at"]:
+        text += f"; down: next try {_when(sink['retry_at'], now)}"
+    return text
 
 
 def source_line(source: dict[str, Any], now: datetime | None = None) -> str:

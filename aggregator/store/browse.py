@@ -363,3 +363,31 @@ def source_entries(
         params.append(before)
     found = rows(reader, f"{_ENTRY_SQL} WHERE {where} ORDER BY e.id DESC LIMIT ?", [*params, limit])
     return [_entry(r) for r in found]
+
+
+#: A sink whose oldest undelivered event waits longer than this is falling behind.
+BEHIND_AFTER = 60.0
+
+
+def sink_backlogs(reader: Reader) -> list[dict[str, Any]]:
+    """Each configured sink's queue, with ``behind`` set when it is falling behind."""
+    from aggregator.store.outbox import backlogs
+    from aggregator.timeutil import from_db, utcnow
+
+    now = utcnow()
+    found = []
+    for queue in backlogs(reader.db):
+        if not queue.active:
+            continue
+        waiting = (now - from_db(queue.oldest_pending_at)).total_seconds() if (
+            queue.oldest_pending_at
+        ) else 0.0
+        found.append(
+            {
+                "name": queue.sink, "kind": queue.kind, "pending": queue.pending,
+                "in_flight": queue.in_flight, "waiting": max(0.0, waiting),
+                "per_second": queue.per_second, "down_until": queue.retry_at,
+                "behind": waiting > BEHIND_AFTER or queue.retry_at is not None,
+            }
+        )  # fmt: skip
+    return found

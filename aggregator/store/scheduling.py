@@ -7,6 +7,7 @@ connection while the daemon runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -194,7 +195,18 @@ def status_report(db: Database) -> dict[str, Any]:
             " next_check_at, name"
         ).fetchall()
     ]
-    return {"daemon": daemon, "summary": summary_line(db), "sources": sources}
+    from aggregator.store.cluster import nodes_report
+    from aggregator.store.outbox import backlogs
+
+    nodes = nodes_report(db) if "nodes" in tables else []
+    sinks = [dataclasses.asdict(b) for b in backlogs(db)] if "sinks" in tables else []
+    return {
+        "daemon": daemon,
+        "nodes": nodes,
+        "sinks": sinks,
+        "summary": summary_line(db),
+        "sources": sources,
+    }
 
 
 _STATUS_COLUMNS = (

@@ -356,6 +356,7 @@ def _sources_view(
         "failing": failing[:FAILING_SHOWN],
         "more_failing": len(failing) > FAILING_SHOWN,
         "next": found[-1]["name"] if more else None,
+        "sinks": queries.sink_backlogs(reader) if with_failing and not after else [],
     }
 
 
