@@ -379,9 +379,11 @@ def sink_backlogs(reader: Reader) -> list[dict[str, Any]]:
     for queue in backlogs(reader.db):
         if not queue.active:
             continue
-        waiting = (now - from_db(queue.oldest_pending_at)).total_seconds() if (
-            queue.oldest_pending_at
-        ) else 0.0
+        waiting = (
+            (now - from_db(queue.oldest_pending_at)).total_seconds()
+            if (queue.oldest_pending_at)
+            else 0.0
+        )
         found.append(
             {
                 "name": queue.sink, "kind": queue.kind, "pending": queue.pending,
