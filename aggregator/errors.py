@@ -8,6 +8,7 @@ The hierarchy::
     │   └── BlockedAddress the URL points at an address we refuse to reach
     ├── ParseError         a response was not something the source's kind can read
     └── StoreError         the database cannot be opened or written
+        └── Unreachable    the database server cannot be reached or refuses us
 
 A ``FetchError`` or ``ParseError`` is recorded as that source's failure; the
 pass goes on with the other sources.
@@ -55,3 +56,7 @@ class ParseError(AggregatorError):
 
 class StoreError(AggregatorError):
     """The database could not be opened or written."""
+
+
+class Unreachable(StoreError):
+    """The database server cannot be reached, or refuses the connection (its URL or password)."""

@@ -21,6 +21,8 @@ import pytest
 #: Where Debian's PostgreSQL 15 keeps its programs (``$AGGREGATOR_PG_BIN`` overrides).
 PG_BIN = Path(os.environ.get("AGGREGATOR_PG_BIN", "/usr/lib/postgresql/15/bin"))
 TEMPLATE = "aggregator_template"
+#: A role that must log in with a password (the others are trusted on the socket).
+PASSWORD_USER, PASSWORD = "pwuser", "correct-horse-battery"
 
 
 class PgUnavailable(Exception):
@@ -55,6 +57,8 @@ class PgServer:
             shutil.chown(self.dir, "postgres")
         self.dir.chmod(0o755)
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8")
+        hba = self.data / "pg_hba.conf"  # one role must give a password (tests of a wrong one)
+        hba.write_text(f"local all {PASSWORD_USER} scram-sha-256\n" + hba.read_text())
         options = (
             f"-k {self.dir} -c listen_addresses='' -c fsync=off -c synchronous_commit=off"
             " -c full_page_writes=off -c max_connections=200"
@@ -67,6 +71,10 @@ class PgServer:
         from aggregator.store import Store
 
         Store.open(self.url(TEMPLATE)).close()
+        import psycopg
+
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {PASSWORD_USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
         return self
 
     def create(self, name: str | None = None, *, template: str | None = None) -> str:

@@ -235,16 +235,17 @@ def fail(message: str, *, code: int = 1) -> NoReturn:
 
 
 def handles_errors(fn: F) -> F:
-    """Turn an ``AggregatorError`` into a one-line message and exit status 1."""
+    """Turn an ``AggregatorError`` into a one-line message and exit status 1 (2 when the
+    database cannot be reached: a setting to fix, like a bad config)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from aggregator.errors import AggregatorError
+        from aggregator.errors import AggregatorError, Unreachable
 
         try:
             return fn(*args, **kwargs)
         except AggregatorError as exc:
-            fail(str(exc))
+            fail(str(exc), code=2 if isinstance(exc, Unreachable) else 1)
 
     return wrapper  # type: ignore[return-value]
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from aggregator.errors import StoreError
+from aggregator.errors import StoreError, Unreachable
 
 if TYPE_CHECKING:
     import psycopg
@@ -512,7 +512,7 @@ def connect_postgres(url: str, *, readonly: bool = False) -> psycopg.Connection[
         conn = psycopg.connect(libpq_url(url), **kwargs)
     except psycopg.Error as exc:
         reason = scrub(str(exc).strip(), url)
-        raise StoreError(f"cannot connect to {mask(url)}: {reason}") from None
+        raise Unreachable(f"cannot connect to {mask(url)}: {reason}") from None
     register_time_loader(conn)
     register_text_dumper(conn)
     return conn
