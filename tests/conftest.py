@@ -111,6 +111,21 @@ class Harness:
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         return query_rows(self.db_path, sql, params)
 
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """Run a write (``?`` placeholders) on the test's database, either backend."""
+        from aggregator.store.db import connect
+
+        conn = connect(str(self.db_path))
+        try:
+            with conn.atomic():
+                conn.execute(sql, list(params))
+        finally:
+            conn.close()
+
+    @property
+    def on_postgres(self) -> bool:
+        return "://" in str(self.db_path)
+
     def changes(self) -> list[tuple[str, str, str]]:
         """(kind, entry key, fields JSON) of every change, in order."""
         return [

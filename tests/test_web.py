@@ -16,12 +16,17 @@ import feedparser
 import httpx
 import pytest
 
+from tests import pg
 from tests.webrig import HOSTILE_TITLE, WebRig, served_story, start_serve, stop_serve
 
 
-@pytest.fixture(name="rig", scope="module")
-def _rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebRig]:
-    with served_story(tmp_path_factory.mktemp("web")) as rig:
+@pytest.fixture(name="rig", scope="module", params=["sqlite", "postgresql"])
+def _rig(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WebRig]:
+    """The served story, on each backend."""
+    database = pg.server().fresh() if request.param == "postgresql" else None
+    with served_story(tmp_path_factory.mktemp("web"), database=database) as rig:
         yield rig
 
 

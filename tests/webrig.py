@@ -2,7 +2,7 @@
 
 The evolving story (``tests/story.py``), a live blog (``tests/liveblog_story.py``) and a
 hostile feed are served by the local test server and polled with the real pipeline into
-a SQLite file; ``aggregator serve`` then runs as a subprocess on a free port against it.
+a database (an SQLite file, or PostgreSQL); ``aggregator serve`` then runs
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ HOSTILE_FEED = f"""<?xml version="1.0" encoding="utf-8"?>
 class WebRig:
     """The polled history, and the server process reading it."""
 
-    def __init__(self, tmp: Path, server: TestServer) -> None:
-        self.harness = Harness(tmp, server)
+    def __init__(self, tmp: Path, server: TestServer, database: Path | str | None = None) -> None:
+        self.harness = Harness(tmp, server, database)
         self.server = server
         self.epoch = -1
         self.proc: subprocess.Popen[str] | None = None
@@ -133,10 +133,13 @@ def stop_serve(proc: subprocess.Popen[str]) -> int:
 
 
 @contextmanager
-def served_story(workdir: Path, epochs: int = 3) -> Iterator[WebRig]:
-    """The story polled through ``epochs`` states into a database under ``workdir``, served."""
+def served_story(
+    workdir: Path, epochs: int = 3, database: Path | str | None = None
+) -> Iterator[WebRig]:
+    """The story polled through ``epochs`` states into a database (by default a file under
+    ``workdir``), served."""
     server = TestServer().start()
-    rig = WebRig(workdir, server)
+    rig = WebRig(workdir, server, database)
     try:
         for epoch in range(epochs):
             rig.advance(epoch)

@@ -38,7 +38,8 @@ from aggregator.notify.base import DeliveryError
 from aggregator.notify.filters import Filter
 from aggregator.store import Store
 from aggregator.store.cluster import Node, release_dead
-from aggregator.store.db import ConnectionLost, libpq_url
+from aggregator.store.db import ConnectionLost
+from aggregator.store.listen import outbox_commits
 from aggregator.store.outbox import IN_ORDER, Delivery, OutboxEvent, Queued
 from aggregator.store.thread import StoreThread
 from aggregator.timeutil import from_db, to_db, utcnow
@@ -340,20 +341,14 @@ class DeliveryWorker:
 
     async def _listen(self, stop: asyncio.Event) -> None:
         """Wake the loops when another node commits outbox events (PostgreSQL ``LISTEN``)."""
-        import psycopg
-
-        url = libpq_url(self.store.url)
         delay = 1.0
         while not stop.is_set():
             try:
-                conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-                async with conn:
-                    await conn.execute("LISTEN aggregator_outbox")
+                async for _commit in outbox_commits(self.store.url):
                     delay = 1.0
-                    async for _note in conn.notifies():
-                        for route in self.routes:
-                            route.wake.set()
-            except (OSError, psycopg.Error) as exc:
+                    for route in self.routes:
+                        route.wake.set()
+            except Exception as exc:  # the server went away: listen again later
                 log.debug("delivery.listen_lost", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)

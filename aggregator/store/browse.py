@@ -108,7 +108,7 @@ def changes(
 
     Returns ``(change, source id)`` pairs.
     """
-    where, params = ["1"], []
+    where, params = ["1 = 1"], []
     if before is not None:
         where.append("c.id < ?")
         params.append(before)
@@ -127,7 +127,8 @@ def changes(
         ).fetchone()
         if first is None:
             return []
-        where.append("c.id >= ? AND +c.detected_at >= ?")
+        detected = reader.db.dialect.unindexed.format("c.detected_at")
+        where.append(f"c.id >= ? AND {detected} >= ?")
         params += [first[0], filt.since]
     if filt.entry_id is not None:
         where.append("c.entry_id = ?")
