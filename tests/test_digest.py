@@ -23,7 +23,7 @@ def _digest(tmp_path_factory: pytest.TempPathFactory) -> Digest:
     path = fixed_db.build(tmp_path_factory.mktemp("fixed") / "fixed.db")
     reader = Reader.open(path)
     try:
-        return build_digest(reader, SINCE, UNTIL)
+        return build_digest(reader, SINCE, UNTIL, first_listing=True)  # the whole story
     finally:
         reader.close()
 
@@ -33,7 +33,7 @@ def _hostile(tmp_path_factory: pytest.TempPathFactory) -> Digest:
     path = fixed_db.build(tmp_path_factory.mktemp("hostile") / "h.db", epochs=1, hostile=True)
     reader = Reader.open(path)
     try:
-        return build_digest(reader, SINCE, UNTIL, ["hostile"])
+        return build_digest(reader, SINCE, UNTIL, ["hostile"], first_listing=True)
     finally:
         reader.close()
 
@@ -143,3 +143,18 @@ def test_json_digest_round_trips(digest: Digest) -> None:
     talks = next(s for s in data["stories"] if s["key"] == "talks")
     assert [c["version"]["after"] for c in talks["changes"]] == [1, 2, 3]
     assert data["counts"]["sources_polled"] == 1
+
+
+def test_a_digest_leaves_out_the_first_listing_unless_asked(tmp_path: Path) -> None:
+    """The first poll's stories are the baseline: a default digest has only what came after."""
+    path = fixed_db.build(tmp_path / "fixed.db")
+    reader = Reader.open(path)
+    try:
+        default = build_digest(reader, SINCE, UNTIL)
+        whole = build_digest(reader, SINCE, UNTIL, first_listing=True)
+    finally:
+        reader.close()
+    assert whole.counts["new"] == 4 and default.counts["new"] == 1
+    assert default.counts["changed"] == whole.counts["changed"] == 3
+    first = {s.entry_id for s in whole.stories} - {s.entry_id for s in default.stories}
+    assert first and all(s.events[0].kind == "new" for s in whole.stories if s.entry_id in first)

@@ -45,6 +45,26 @@ def test_due_digest_is_enqueued_once_with_text_and_html(store: Store) -> None:
     assert payload["until"] == "2022-03-10 13:00:00.000"
     assert "Talks end with" in payload["text"] and payload["text"].startswith("# Changes")
     assert payload["html"].startswith("<!DOCTYPE html>") and "<ins>" in payload["html"]
+    assert "1 new" in payload["title"]  # the first listing's three stories are its baseline
+
+
+def test_two_nodes_running_the_job_late_enqueue_one_digest(store: Store) -> None:
+    """Runs a few seconds apart (two nodes, a late start) cover the same window: one event."""
+    [job] = build_digest_jobs(config_mod.parse(DIGESTS))
+    ids = {job.run(store, datetime(2022, 3, 10, 13, 0, s, tzinfo=UTC)) for s in (0, 1, 7, 40)}
+    assert len(ids) == 1 and len(digest_rows(store)) == 1
+    assert digest_rows(store)[0]["until"] == "2022-03-10 13:00:00.000"
+
+
+def test_a_sink_that_takes_first_listings_gets_them_in_its_digests(store: Store) -> None:
+    """The digest sink's send_first_listing brings the baseline's stories into its digests."""
+    with_baseline = {
+        "sinks": [{"kind": "stdout", "name": "desk", "send_first_listing": True}],
+        "digests": DIGESTS["digests"],
+    }
+    [job] = build_digest_jobs(config_mod.parse(with_baseline))
+    job.run(store, datetime(2022, 3, 10, 13, 0, tzinfo=UTC))
+    [payload] = digest_rows(store)
     assert "4 new" in payload["title"]
 
 

@@ -136,6 +136,11 @@ def write_atomically(path: str, text: str) -> None:
 @click.option(
     "--output", "-o", metavar="FILE", help="Write to FILE (atomically) instead of stdout."
 )
+@click.option(
+    "--with-first-listing",
+    is_flag=True,
+    help="Also the stories of sources' first listings (their baseline, left out by default).",
+)
 @color_option
 @handles_errors
 def digest_command(
@@ -145,6 +150,7 @@ def digest_command(
     sources: tuple[str, ...],
     fmt: str,
     output: str | None,
+    with_first_listing: bool,
     color: bool | None,
 ) -> None:
     """What changed, grouped by story, newest activity first, with word diffs."""
@@ -155,7 +161,9 @@ def digest_command(
         unknown = set(sources) - set(reader.source_names()) if sources else set()
         if unknown:
             raise click.UsageError(f"no source named {', '.join(sorted(unknown))}")
-        digest = build_digest(reader, begin, until, list(sources) or None)
+        digest = build_digest(
+            reader, begin, until, list(sources) or None, first_listing=with_first_listing
+        )
     text = render(digest, fmt, color=fmt == "text" and use_color(color, output))
     if output:
         write_atomically(output, text)

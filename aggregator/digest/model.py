@@ -92,10 +92,16 @@ class Digest:
 
 
 def build_digest(
-    reader: Reader, since: str, until: str, sources: list[str] | None = None
+    reader: Reader,
+    since: str,
+    until: str,
+    sources: list[str] | None = None,
+    *,
+    first_listing: bool = False,
 ) -> Digest:
-    """Collect the changes detected in ``[since, until)`` (database times)."""
-    rows = reader.changes(since, until, sources)
+    """Collect the changes detected in ``[since, until)`` (database times); the changes of
+    sources' first listings (their baseline) only with ``first_listing``."""
+    rows = reader.changes(since, until, sources, first_listing=first_listing)
     activity = reader.activity(since, until, sources)
     stories = group_stories(rows)
     ordered = sorted(stories, key=lambda s: (s.last_at, s.entry_id), reverse=True)

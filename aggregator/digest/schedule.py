@@ -4,8 +4,11 @@ The daemon adds one cron job per ``[[digests]]`` entry (``build_digest_jobs``)
 and runs ``DigestJob.run`` on the store's thread. When the window holds no
 change nothing is enqueued; otherwise one outbox event of type ``digest``
 carries the text and the HTML, and the notification worker delivers it to the
-named sink. The event id is derived from the digest's name and window, so a
-job that runs twice for the same window enqueues one event.
+named sink. The event id is derived from the digest's name and window, and the
+window ends at the job's scheduled time (not the moment it ran), so a job that
+runs twice for the same window, or on several nodes at once, enqueues one event.
+A source's first listing (its baseline) is left out unless the digest's sink has
+``send_first_listing``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class DigestJob:
 
     config: DigestConfig
     trigger: CronTrigger
+    first_listing: bool = False
 
     @property
     def id(self) -> str:
@@ -41,14 +45,38 @@ class DigestJob:
         return f"digest:{self.config.name}"
 
     def run(self, store: Store, now: datetime | None = None) -> str | None:
-        """Enqueue the digest ending ``now``; returns the event id, or None if nothing changed."""
-        return enqueue_scheduled_digest(store, self.config, now or utcnow())
+        """Enqueue the digest ending at the scheduled time at or before ``now``; returns the
+        event id, or None if nothing changed."""
+        until = self.scheduled(now or utcnow())
+        return enqueue_scheduled_digest(
+            store, self.config, until, first_listing=self.first_listing
+        )
+
+    def scheduled(self, now: datetime) -> datetime:
+        """The job's fire time at or just before ``now`` (else ``now`` to the minute)."""
+        start = now - timedelta(minutes=10)
+        fire = self.trigger.get_next_fire_time(None, start)
+        if fire is not None and fire <= now:
+            later = self.trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
+            while later is not None and later <= now:
+                fire, later = later, self.trigger.get_next_fire_time(later, later + _SECOND)
+            return fire
+        return now.replace(second=0, microsecond=0)
+
+
+_SECOND = timedelta(seconds=1)
 
 
 def build_digest_jobs(config: Config) -> list[DigestJob]:
     """One job per configured digest, with its cron trigger (UTC)."""
+    sends_all = {s.name for s in config.sinks if s.send_first_listing}
     return [
-        DigestJob(d, CronTrigger.from_crontab(d.schedule, timezone="UTC")) for d in config.digests
+        DigestJob(
+            d,
+            CronTrigger.from_crontab(d.schedule, timezone="UTC"),
+            first_listing=bool(d.sink) and d.sink in sends_all,
+        )
+        for d in config.digests
     ]
 
 
@@ -69,7 +97,9 @@ def digest_event(digest: Digest, config: DigestConfig) -> dict[str, Any]:
     }
 
 
-def enqueue_scheduled_digest(store: Store, config: DigestConfig, now: datetime) -> str | None:
+def enqueue_scheduled_digest(
+    store: Store, config: DigestConfig, now: datetime, *, first_listing: bool = False
+) -> str | None:
     """Build the digest of ``[now - since, now)`` and enqueue it unless it is empty.
 
     Returns:
@@ -77,7 +107,9 @@ def enqueue_scheduled_digest(store: Store, config: DigestConfig, now: datetime) 
     """
     until = to_db(now)
     since = to_db(now - timedelta(seconds=config.since))
-    digest = build_digest(Reader(store.db), since, until, list(config.sources) or None)
+    digest = build_digest(
+        Reader(store.db), since, until, list(config.sources) or None, first_listing=first_listing
+    )
     if digest.empty:
         return None
     payload = digest_event(digest, config)

@@ -157,9 +157,21 @@ class Reader:
 
     # -- changes -------------------------------------------------------------
 
-    def changes(self, since: str, until: str, sources: list[str] | None = None) -> list[ChangeRow]:
-        """Changes detected in ``[since, until)``, oldest first, optionally for some sources."""
+    def changes(
+        self,
+        since: str,
+        until: str,
+        sources: list[str] | None = None,
+        *,
+        first_listing: bool = False,
+    ) -> list[ChangeRow]:
+        """Changes detected in ``[since, until)``, oldest first, optionally for some sources.
+
+        The changes of a source's first listing (its baseline) only with ``first_listing``.
+        """
         where, params = "c.detected_at >= ? AND c.detected_at < ?", [since, until]
+        if not first_listing:
+            where += " AND c.baseline = 0"
         if sources:
             where += f" AND s.name IN ({','.join('?' * len(sources))})"
             params += sources
