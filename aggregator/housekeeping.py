@@ -127,11 +127,18 @@ class Housekeeping:
                 log.info("retention.pruned", **removed)
 
     async def _prune(self) -> dict[str, int]:
-        """One retention pass; how many rows each rule removed."""
+        """One retention pass (unless another node is doing one); rows each rule removed."""
         assert self.store is not None
-        run = RetentionPass.of(self.store.store.db, self.config.storage)
-        while await self.store.call(run.step):
-            pass
+        db = self.store.store.db
+        if not await self.store.call(cluster.take_chore, db, "retention"):
+            log.debug("retention.skipped", reason="another node is pruning")
+            return {}
+        try:
+            run = RetentionPass.of(db, self.config.storage)
+            while await self.store.call(run.step):
+                pass
+        finally:
+            await self.store.call(cluster.end_chore, db, "retention")
         return run.removed
 
     async def _watchdog_loop(self) -> None:

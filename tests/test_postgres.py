@@ -236,3 +236,21 @@ def test_copy_to_moves_a_whole_history_and_the_copy_answers_with_304s(
     assert [r.outcome for r in harness.poll()] == ["not_modified"]
     [request] = harness.server.hits("/feed.xml")[hits:]
     assert request.status == 304 and request.headers.get("If-None-Match")
+
+
+def test_retention_runs_on_one_node_at_a_time() -> None:
+    """Two nodes' connections: the second cannot take the retention chore until the first
+    ends it (or its connection goes, as when a node dies)."""
+    from aggregator.store.cluster import end_chore, take_chore
+    from aggregator.store.db import connect
+
+    url = pg.server().fresh()
+    first, second = connect(url), connect(url)
+    try:
+        assert take_chore(first, "retention") and not take_chore(second, "retention")
+        end_chore(first, "retention")
+        assert take_chore(second, "retention")
+        second.close()  # a node that dies lets go with its connection
+        assert take_chore(first, "retention")
+    finally:
+        first.close()

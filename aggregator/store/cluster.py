@@ -368,3 +368,24 @@ def unclaim(store: Store, source_id: int, claim: int, next_check_at: str | None)
 def describe(db: Database) -> str:
     """The database as shown in ``status`` (a URL's password masked)."""
     return mask(db.location)
+
+
+#: Advisory lock keys of the chores one node at a time does (PostgreSQL).
+CHORES = {"retention": 0x61676775}
+
+
+def take_chore(db: Database, chore: str) -> bool:
+    """Whether this node may do ``chore`` now (no other node is doing it); on SQLite, yes.
+
+    PostgreSQL: a session lock on this node's connection, held until ``end_chore``
+    (or until the connection ends, if the node dies).
+    """
+    if not db.is_postgres:
+        return True
+    return bool(db.value("SELECT pg_try_advisory_lock(?)", [CHORES[chore]]))
+
+
+def end_chore(db: Database, chore: str) -> None:
+    """Let another node do ``chore`` next time."""
+    if db.is_postgres:
+        db.execute("SELECT pg_advisory_unlock(?)", [CHORES[chore]])
