@@ -76,6 +76,8 @@ class Route:
     sink_id: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     sending: set[asyncio.Task[str]] = field(default_factory=set)
+    #: Set when a commit wrote outbox events (the cursor has something to read).
+    fresh: asyncio.Event = field(default_factory=asyncio.Event)
     failures: int = 0  # failed attempts in a row, as this node saw them
 
     @property
@@ -197,16 +199,21 @@ class DeliveryWorker:
         def wake() -> None:
             for route in self.routes:
                 with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
-                    loop.call_soon_threadsafe(route.wake.set)
+                    loop.call_soon_threadsafe(_new_events, route)
 
         return wake
 
     async def _route_loop(self, route: Route, stop: asyncio.Event) -> None:
         with structlog.contextvars.bound_contextvars(sink=route.config.name):
+            looked = 0.0  # when the loop last read past the cursor
             while not stop.is_set():
                 route.wake.clear()  # a commit from now on wakes the next wait
                 try:
-                    await self._enqueue(route)
+                    now = time.monotonic()
+                    if route.fresh.is_set() or now - looked >= self.check_every:
+                        route.fresh.clear()  # events committed from now on: read again
+                        looked = now
+                        await self._enqueue(route)
                     await self._fill(route)
                     wait = await self._next_wait(route)
                 except ConnectionLost:  # database.lost was logged: try again soon
@@ -251,8 +258,8 @@ class DeliveryWorker:
             await route.sink.aclose()
 
     async def _next_wait(self, route: Route) -> float:
-        if route.sending and len(route.sending) >= route.concurrency:
-            return self.check_every  # a finished send wakes the loop
+        if route.sending:
+            return self.check_every  # a finished send wakes the loop (and it claims again)
         now = utcnow()
         wake = await self.store.call(self.store.store.wake_at, route.sink_id, to_db(now))
         wait = self.check_every
@@ -347,11 +354,17 @@ class DeliveryWorker:
                 async for _commit in outbox_commits(self.store.url):
                     delay = 1.0
                     for route in self.routes:
-                        route.wake.set()
+                        _new_events(route)
             except Exception as exc:  # the server went away: listen again later
                 log.debug("delivery.listen_lost", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+
+def _new_events(route: Route) -> None:
+    """Outbox events were committed: the route reads past its cursor on its next turn."""
+    route.fresh.set()
+    route.wake.set()
 
 
 def _sent(route: Route, task: asyncio.Task[str]) -> None:

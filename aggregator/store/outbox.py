@@ -227,8 +227,8 @@ class DeliveryQueries:
                 return []
             allowed = 1 if sink[0] >= SINK_DOWN_AFTER else concurrency
             leased = self.db.value(
-                "SELECT count(*) FROM deliveries WHERE sink_id = ? AND status = 'pending'"
-                " AND lease_until > ?",
+                "SELECT count(*) FROM deliveries WHERE sink_id = ? AND lease_until > ?"
+                " AND lease_until IS NOT NULL AND status = 'pending'",
                 [sink_id, stamp],
             )
             room = min(limit, allowed - int(leased or 0))
@@ -275,6 +275,9 @@ class DeliveryQueries:
         batch window), its backoff over, its lease lapsed, the sink's own backoff
         over. Deliveries behind a head wait for it, so they do not count.
         """
+        retry_at = self.db.value("SELECT retry_at FROM sinks WHERE id = ?", [sink_id])
+        if retry_at and retry_at > (now or now_db()):
+            return str(retry_at)  # down as a whole: nothing moves before then
         later = self.db.dialect.greatest(
             "d.due_at", "COALESCE(d.next_attempt_at, d.due_at)", "COALESCE(d.lease_until, d.due_at)"
         )
@@ -283,10 +286,7 @@ class DeliveryQueries:
             f" AND d.status = 'pending' AND {_HEAD}",
             [sink_id],
         )
-        if found is None:
-            return None
-        retry_at = self.db.value("SELECT retry_at FROM sinks WHERE id = ?", [sink_id])
-        return max(found, retry_at) if retry_at else found
+        return None if found is None else str(found)
 
     def record_attempt(
         self,

@@ -81,6 +81,9 @@ _DELIVERY_CLAIMS = (
     " WHERE status = 'pending'",
     "CREATE INDEX idx_deliveries_pending ON deliveries (sink_id, id) WHERE status = 'pending'",
     "CREATE INDEX idx_deliveries_story ON deliveries (sink_id, story, id) WHERE status = 'pending'",
+    # the deliveries in flight (leased) of a sink, counted at every claim
+    "CREATE INDEX idx_deliveries_leased ON deliveries (sink_id, lease_until)"
+    " WHERE lease_until IS NOT NULL",
     "CREATE INDEX idx_delivery_attempts_sink ON delivery_attempts (sink_id, at)",
     # a sink down as a whole is backed off as a whole
     "ALTER TABLE sinks ADD COLUMN failures INTEGER NOT NULL DEFAULT 0",
