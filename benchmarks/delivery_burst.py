@@ -360,13 +360,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary files")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="delivery-"))
     try:
         run = {"burst": burst, "throughput": throughput, "kills": kills}[args.what]
         print(json.dumps({args.what: run(args, tmp)}, indent=2))
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"kept {tmp}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,8 @@ class Route:
     sending: set[asyncio.Task[str]] = field(default_factory=set)
     #: Set when a commit wrote outbox events (the cursor has something to read).
     fresh: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Sends that claimed their successor themselves (their end need not wake the loop).
+    handed_on: set[asyncio.Task[str]] = field(default_factory=set)
     failures: int = 0  # failed attempts in a row, as this node saw them
 
     @property
@@ -277,16 +279,16 @@ class DeliveryWorker:
         room = route.concurrency - len(route.sending)
         if room <= 0:
             return []
-        claimed = await self.store.call(
-            functools.partial(
-                self.store.store.claim_deliveries,
-                route.sink_id,
-                self.node_id,
-                concurrency=route.concurrency,
-                lease=LEASE,
-                limit=room,
-            )
+        claimed = await self.store.call(self._claim, route, room)
+        return self._start(route, claimed)
+
+    def _claim(self, route: Route, limit: int) -> list[Delivery]:
+        """Lease up to ``limit`` of the route's next deliveries (on the store's thread)."""
+        return self.store.store.claim_deliveries(
+            route.sink_id, self.node_id, concurrency=route.concurrency, lease=LEASE, limit=limit
         )
+
+    def _start(self, route: Route, claimed: list[Delivery]) -> list[asyncio.Task[str]]:
         started = []
         for delivery in claimed:
             task = asyncio.create_task(self._send(route, delivery))
@@ -296,9 +298,10 @@ class DeliveryWorker:
         return started
 
     async def _send(self, route: Route, delivery: Delivery) -> str:
+        """Send, record the attempt and, in the same store call, claim the next delivery."""
         attempt = await self._attempt(route, delivery)
         try:
-            await self.store.call(attempt.record)
+            following = await self.store.write(self._settle, route, attempt)
         except StoreError as exc:  # at least once: it is sent again when its lease lapses
             log.warning(
                 "delivery.unrecorded", event_id=attempt.event_id, outcome=attempt.outcome,
@@ -306,7 +309,19 @@ class DeliveryWorker:
             )  # fmt: skip
             return "unrecorded"
         attempt.log()
+        if following:
+            route.handed_on.add(asyncio.current_task())  # type: ignore[arg-type]
+            self._start(route, following)
         return attempt.outcome
+
+    def _settle(self, route: Route, attempt: Attempt) -> list[Delivery]:
+        """Record ``attempt`` and claim one delivery to take its slot (one transaction).
+
+        Writes go through the store's group commit, so a busy sink's records and claims
+        share transactions with each other and with the polls' writes.
+        """
+        attempt.record()
+        return [] if attempt.outcome == "retry" else self._claim(route, 1)
 
     async def _attempt(self, route: Route, delivery: Delivery) -> Attempt:
         """Send the delivery's event(s); the attempt is written by ``Attempt.record``."""
@@ -369,7 +384,10 @@ def _new_events(route: Route) -> None:
 
 def _sent(route: Route, task: asyncio.Task[str]) -> None:
     route.sending.discard(task)
-    route.wake.set()  # a slot is free: claim the next delivery
+    if task in route.handed_on:  # the send claimed its successor itself
+        route.handed_on.discard(task)
+        return
+    route.wake.set()  # a slot is free: the loop claims the next delivery
 
 
 @contextlib.asynccontextmanager
