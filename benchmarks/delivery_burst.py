@@ -1,11 +1,13 @@
 """Notifications under load: a breaking story's burst through ``aggregator run`` to a webhook.
 
-    python3 benchmarks/delivery_burst.py burst [--feeds 200] [--seconds 20] [--down 0]
+    python3 benchmarks/delivery_burst.py burst [--feeds 200] [--seconds 20] [--interval 5]
+                                               [--down 0]
     python3 benchmarks/delivery_burst.py throughput [--feeds 200] [--concurrency 1 4 8 16]
     python3 benchmarks/delivery_burst.py kills [--feeds 200] [--kills 10]
 
 ``burst``: benchmarks/feedserver.py serves N feeds; ``aggregator run`` polls them every
-second from an empty database (their first listing is its baseline: stored, not sent);
+``--interval`` seconds (5) from an empty database (their first listing is its baseline:
+stored, not sent);
 then every second for ``--seconds`` about half of the feeds change (an item added, one
 retitled, one edited, one dropped). One webhook sink points at a receiver in this process
 that takes 20 ms per request and refuses every 20th with a 503 (a busy, slightly flaky
@@ -102,7 +104,14 @@ class Receiver:
 
 
 def write_config(
-    path: Path, db: Path, base: str, feeds: int, hook: str, extra: str = "", sink: str = ""
+    path: Path,
+    db: Path,
+    base: str,
+    feeds: int,
+    hook: str,
+    extra: str = "",
+    sink: str = "",
+    interval: float = 5.0,
 ) -> None:
     lines = [
         f'[storage]\ndatabase = "{db}"\n',
@@ -113,7 +122,7 @@ def write_config(
     ]
     for i in range(feeds):
         lines.append(
-            f'[[sources]]\nname = "f{i}"\nurl = "{base}/feed/{i}.xml"\ninterval = "1s"\n'
+            f'[[sources]]\nname = "f{i}"\nurl = "{base}/feed/{i}.xml"\ninterval = "{interval}s"\n'
             "adaptive = false\n"
         )
     path.write_text("\n".join(lines))
@@ -154,12 +163,13 @@ def burst(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     server, base = feedserver.start(args.feeds)
     receiver = Receiver(0.02, 20)
     db, config = tmp / "burst.db", tmp / "burst.toml"
-    write_config(config, db, base, args.feeds, receiver.url)
+    write_config(config, db, base, args.feeds, receiver.url, interval=args.interval)
+    log = (tmp / "daemon.log").open("w")  # a pipe nobody reads would block the daemon
     daemon = aggregator("run", "--config", str(config), "--log-level", "WARNING",
-                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                        stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
     memory: list[tuple[float, int]] = []
     try:
-        time.sleep(8)  # every feed's first listing (the baseline) is stored
+        time.sleep(args.interval + 5)  # every feed's first listing (the baseline) is stored
         started = time.time()
         went_down = came_up = None
         for second in range(args.seconds):
@@ -180,11 +190,13 @@ def burst(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         while time.time() < deadline:
             time.sleep(1)
             memory.append((time.time() - started, tree_rss(daemon.pid)))
-            if _pending(db) == 0:
+            if _pending(db) == 0 and _unqueued(db) == 0:
                 break
     finally:
         daemon.send_signal(signal.SIGTERM)
-        _, err = daemon.communicate(timeout=60)
+        daemon.wait(timeout=60)
+        log.close()
+        err = (tmp / "daemon.log").read_text()
         server.terminate()
     return _report(db, receiver, started, burst_end, memory, went_down, came_up, err)
 
@@ -193,6 +205,16 @@ def _pending(db: Path) -> int:
     conn = sqlite3.connect(db)
     try:
         sql = "SELECT count(*) FROM deliveries WHERE status = 'pending'"
+        return int(conn.execute(sql).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _unqueued(db: Path) -> int:
+    """Events past the sink's cursor (not looked at yet)."""
+    conn = sqlite3.connect(db)
+    try:
+        sql = "SELECT count(*) FROM outbox WHERE id > (SELECT max(cursor) FROM sinks)"
         return int(conn.execute(sql).fetchone()[0])
     finally:
         conn.close()
@@ -357,6 +379,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20, help="burst: seconds of changes")
     parser.add_argument("--down", type=float, default=0, help="burst: receiver down, seconds")
     parser.add_argument("--wait", type=float, default=240, help="burst: drain at most, s")
+    parser.add_argument("--interval", type=float, default=5.0, help="burst: each feed's, s")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)
