@@ -15,6 +15,12 @@ import click
 from aggregator import config as config_mod
 from aggregator import config_edit, discover, log
 from aggregator.cli.common import config_options, fail, handles_errors, load_config
+from aggregator.cli.rendering import (
+    check_rendered,
+    entries_after_rendering,
+    live_blog_after_rendering,
+    rendering_hint,
+)
 from aggregator.config import Config, name_from_url
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.fetch import Fetcher, Response
@@ -33,6 +39,14 @@ from aggregator.parse import PARSERS, get_parser
     help="Track URL itself as this kind instead of discovering (e.g. --kind page for one"
     " evolving article).",
 )
+@click.option(
+    "--fetch",
+    type=click.Choice(["http", "browser"]),
+    default="http",
+    show_default=True,
+    help="browser: render the page in Chromium before reading it (for live blogs and pages"
+    " that build their posts with script).",
+)
 @handles_errors
 def add_command(
     config_path: str | None,
@@ -43,28 +57,36 @@ def add_command(
     tags: tuple[str, ...],
     interval: str | None,
     kind: str | None,
+    fetch: str,
 ) -> None:
     """Add URL as a source: a feed, or a page whose feed or live blog is discovered.
 
     An HTML page is searched for <link rel="alternate"> feeds, then for a JSON-LD
     LiveBlogPosting. With --kind, URL itself is checked as that kind (--kind page
     tracks one evolving article). The result is fetched once to check it works,
-    then appended to the config file.
+    then appended to the config file. A page whose posts appear only after its
+    script has run is reported with the command that adds it with --fetch browser.
     """
     config, existing = config_or_starter(config_path, database, log_level)
-    found = asyncio.run(check_as(config, url, kind) if kind else resolve(config, url))
+    if fetch == "browser":
+        found = asyncio.run(check_rendered(config, url, kind))
+    else:
+        found = asyncio.run(check_as(config, url, kind) if kind else resolve(config, url))
     if any(s.url == found.url for s in config.sources):
         fail(f"{found.url} is already configured", code=1)
     source: dict[str, Any] = {"name": name or name_from_url(found.url), "url": found.url}
     if found.kind != "feed":
         source["kind"] = found.kind
+    if fetch == "browser":
+        source["fetch"] = "browser"
     source.update({"tags": list(tags), "interval": interval})
     path = Path(config.path)
     old = path.read_text(encoding="utf-8") if existing else config_edit.STARTER
     config_edit.write_checked({path: config_edit.appended_to(old, [source])}, path)
     if not existing:
         click.echo(f"created {path} (no config existed: a commented starter, as `aggregator init`)")
-    click.echo(f"added {found.kind} source {source['name']!r}: {found.url} (to {path})")
+    how = " (rendered in Chromium)" if fetch == "browser" else ""
+    click.echo(f"added {found.kind} source {source['name']!r}{how}: {found.url} (to {path})")
 
 
 def new_config_path(config_path: str | None) -> Path:
@@ -116,6 +138,12 @@ async def resolve(config: Config, url: str) -> discover.Found:
             if _reads_as(response, "liveblog"):
                 return discover.Found(response.final_url, "liveblog")
     tried = f" (tried {', '.join(link.url for link in links)})" if links else ""
+    if await live_blog_after_rendering(config, url):
+        raise ConfigError(
+            f"{url}: no feed or live blog in the page as served; its posts appear only after"
+            " rendering (a live blog built by script). Add it rendered in Chromium with:"
+            f" aggregator add {url} --fetch browser"
+        )
     raise ConfigError(
         f"{url}: no feed or live blog found{tried}; to follow this page itself as one"
         " evolving article, use --kind page"
@@ -131,7 +159,9 @@ async def check_as(config: Config, url: str, kind: str) -> discover.Found:
             response.body, url=response.final_url, headers=response.headers, options=None
         )
     except AggregatorError as exc:
-        raise ConfigError(f"{url} does not read as kind {kind!r}: {exc}") from None
+        entries = await entries_after_rendering(config, url, kind)
+        hint = rendering_hint(url, kind, entries) if entries else ""
+        raise ConfigError(f"{url} does not read as kind {kind!r}: {exc}{hint}") from None
     return discover.Found(response.final_url, kind)
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from aggregator.chromium.process import find_executable, missing_message
 from aggregator.config.models import (
+    BROWSER_KINDS,
     DEFAULT_USER_AGENT,
     EVENT_KINDS,
     BrowserConfig,
@@ -44,6 +45,7 @@ from aggregator.errors import ConfigError
 from aggregator.options import UnknownKeyError, did_you_mean, validator
 
 __all__ = [
+    "BROWSER_KINDS",
     "DEFAULT_USER_AGENT",
     "EVENT_KINDS",
     "BrowserConfig",
