@@ -3,7 +3,9 @@
 Tokens keep their trailing whitespace (``\\w+\\s*``) but are compared without
 it, so a word followed by added text (``morning`` → ``morning and…``) stays
 unchanged; ``autojunk`` is off: bare whitespace tokens or autojunk make
-``SequenceMatcher`` mark whole articles as changed.
+``SequenceMatcher`` mark whole articles as changed. Chinese and Japanese,
+written without spaces between words, are compared character by character
+(a whole sentence would otherwise be one "word").
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
-_TOKEN = re.compile(r"\w+\s*|[^\w\s]+\s*|\s+")
+#: Han ideographs, kana and CJK punctuation: scripts without spaces between words.
+_CJK = "\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
+_TOKEN = re.compile(rf"[{_CJK}]\s*|[^\W{_CJK}]+\s*|[^\w\s{_CJK}]+\s*|\s+")
 
 
 @dataclass(frozen=True, slots=True)

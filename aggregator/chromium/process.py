@@ -110,6 +110,7 @@ def flags(settings: ChromiumSettings, profile: Path) -> list[str]:
         "--deny-permission-prompts",
         "--mute-audio",
         "--hide-scrollbars",
+        "--force-color-profile=srgb",  # pictures keep the exact colours the card asks for
         "--no-startup-window",
         "--remote-debugging-pipe",
         f"--user-data-dir={profile}",

@@ -162,7 +162,9 @@ class Tab:
 
         Returns the PNG and its height in pixels.
         """
-        height = await self.evaluate("Math.ceil(document.documentElement.scrollHeight)")
+        height = await self.evaluate(
+            "Math.ceil(document.documentElement.getBoundingClientRect().height)"
+        )
         height = max(1, min(int(height or 1), max_height))
         await self.call("Emulation.setDeviceMetricsOverride", _metrics(width, height))
         shot = await self.call(

@@ -13,6 +13,7 @@ from aggregator import config as config_mod
 from aggregator import log, notify, parse
 from aggregator.config import Config
 from aggregator.errors import AggregatorError, ConfigError
+from aggregator.notify import images
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,6 +65,7 @@ def load_config(config_path: str | None, database: str | None, log_level: str) -
         config = config.model_copy(
             update={"storage": config.storage.model_copy(update={"database": database})}
         )
+    images.use(config)  # sinks with image = true draw from this database and [images]
     return config
 
 

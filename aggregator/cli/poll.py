@@ -11,6 +11,7 @@ import click
 from aggregator.cli.common import config_options, handles_errors, load_config
 from aggregator.config import Config
 from aggregator.fetch import Fetcher
+from aggregator.notify import images
 from aggregator.notify.worker import delivering_after
 from aggregator.pipeline import Pipeline, PollResult
 from aggregator.sandbox import ParsePool
@@ -56,6 +57,7 @@ async def poll_once(config: Config, names: tuple[str, ...] = ()) -> list[PollRes
     if unknown:
         raise click.UsageError(f"no source named {', '.join(sorted(unknown))} in {config.path}")
     chosen = [s for s in config.sources if (s.name in names if names else s.enabled)]
+    images.use(config)  # the sinks' pictures come from this config's database
     store = StoreThread(config.storage.database, failing_after=config.notify.failing_after)
     parsers = ParsePool(config.parse)
     try:

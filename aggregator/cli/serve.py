@@ -13,6 +13,7 @@ from aggregator import config as config_mod
 from aggregator import log
 from aggregator.cli.common import fail, handles_errors, log_level_option, reader_options
 from aggregator.config import Config
+from aggregator.digest.image import ImageSettings
 from aggregator.errors import ConfigError
 from aggregator.store.queries import Reader
 
@@ -44,6 +45,18 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
+
+
+def _pictures(config: Config, database: str) -> ImageSettings | None:
+    """Diff picture settings, or None (logged) when no Chromium is installed."""
+    from aggregator.digest.image import image_settings
+
+    storage = config.storage.model_copy(update={"database": database})
+    try:
+        return image_settings(config.model_copy(update={"storage": storage}))
+    except ConfigError as exc:
+        structlog.get_logger("aggregator.web").info("serve.no_pictures", reason=str(exc))
+        return None
 
 
 @click.command("serve")
@@ -113,6 +126,7 @@ def serve_command(
         check_host=not token and not proxy,
         live_interval=serve.live_interval,
         tags=tags,
+        images=_pictures(config or Config(), str(path)),
     )
     sock = bind(host, port)
     bound = sock.getsockname()[1]

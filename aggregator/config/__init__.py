@@ -238,8 +238,8 @@ def browser_needed(config: Config) -> str | None:
     for i, source in enumerate(config.sources):
         if source.fetch == "browser" and source.enabled:
             return f"sources[{i}].fetch"
-    for i, sink in enumerate(config.sinks):
-        if sink.options.get("image") and sink.enabled:
+    for i, sink in enumerate(config.sinks):  # a webhook only links to serve's picture
+        if sink.options.get("image") and sink.enabled and sink.kind != "webhook":
             return f"sinks[{i}].image"
     return None
 
