@@ -7,13 +7,14 @@ sits between us and it (Playwright's Node.js driver alone measured about
 tree can be killed at once, and it exits by itself when the pipe closes (our
 process died).
 
-The flags keep the tree small (``--no-zygote``, the network service and the
-GPU thread inside the browser process, a capped thread pool and renderer
-count) and safe: ``--js-flags=--jitless`` (no executable memory is ever made:
-the service unit's ``MemoryDenyWriteExecute=yes`` would otherwise kill V8),
-a JavaScript heap cap per renderer, no local DNS at all (every name goes to
-our SOCKS guard, see ``aggregator.fetch.socks``), WebRTC without non-proxied
-UDP, permission prompts denied, images not loaded.
+The flags keep the tree small (the network service and the GPU thread inside
+the browser process, a capped thread pool and renderer count), let it run
+under the service unit's sandbox (no zygote: it calls ``capset``, which the
+unit refuses; ``--js-flags=--jitless``: no executable memory is ever made, which
+``MemoryDenyWriteExecute=yes`` would refuse) and keep it safe: a JavaScript
+heap cap per renderer, no local DNS at all (every name goes to our SOCKS guard,
+see ``aggregator.fetch.socks``), WebRTC without non-proxied UDP, permission
+prompts denied, images not loaded.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def flags(settings: ChromiumSettings, profile: Path) -> list[str]:
         "--no-sandbox",  # root and DynamicUser both refuse its namespaces; see docs/browser.md
         "--disable-gpu",
         "--in-process-gpu",
+        # no zygote: it calls capset, which the unit's SystemCallFilter=~@privileged refuses,
+        # and every renderer then dies at start (costs ~150 ms CPU more per page)
         "--no-zygote",
         f"--renderer-process-limit={settings.pages}",
         "--disable-quic",
@@ -221,7 +224,32 @@ def spawn(settings: ChromiumSettings, profile: Path) -> Spawned:
 
 
 def descendants(root: int) -> list[int]:
-    """``root`` and every live process below it (read from /proc)."""
+    """``root`` and every live process below it (from /proc's child lists, else a scan)."""
+    if not Path(f"/proc/{root}/task/{root}/children").exists():
+        return _scanned_tree(root) if Path(f"/proc/{root}").exists() else []
+    return _children_tree(root)
+
+
+def _children_tree(root: int) -> list[int]:
+    """The tree from ``/proc/PID/task/TID/children`` (cheap: no scan of every process)."""
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        try:
+            threads = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:
+            continue  # the process ended meanwhile
+        for task in threads:
+            try:
+                stack.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:
+                continue  # the thread ended meanwhile
+    return found
+
+
+def _scanned_tree(root: int) -> list[int]:
+    """The tree from every process's parent pid (a kernel without child lists)."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
