@@ -16,6 +16,7 @@ import pytest
 
 from aggregator import config as config_mod
 from aggregator.errors import ConfigError
+from aggregator.schedule_policy import is_transport_error
 from tests import story
 from tests.browserrig import SHELL, chromium_processes, require_chromium, scripted_data
 from tests.conftest import Harness, write_config
@@ -106,6 +107,8 @@ def test_page_that_never_settles_fails_alone(harness: Harness) -> None:
     results = {r.source: r for r in harness.poll()}
     assert not results["busy"].ok
     assert "did not settle within 3s" in results["busy"].error
+    # the publisher's page, not our network: the scheduler must not count it as a transport error
+    assert not is_transport_error(results["busy"].status, results["busy"].error)
     assert results["live"].ok and results["feed"].ok
     [row] = harness.rows("SELECT last_error FROM sources WHERE name = 'busy'")
     assert "the network never went idle" in row["last_error"]

@@ -201,7 +201,8 @@ def _unsettled(timeout: float, wait_for: str, guard: Guard) -> str:
     if guard.over_limit:
         return guard.over_limit
     what = f"{wait_for!r} never matched" if wait_for else "the network never went idle"
-    return f"timed out: the page did not settle within {timeout:g}s ({what}; [browser] timeout)"
+    # not "timed out: ...": that prefix means no response (our network down?) to the scheduler
+    return f"the page did not settle within {timeout:g}s ({what}; [browser] timeout)"
 
 
 def _failure(url: str, exc: BrowserError, guard: Guard) -> FetchError:
