@@ -317,7 +317,7 @@ def test_chromium_starts_only_when_a_browser_source_exists(harness: Harness) -> 
         harness.config()
         run = subprocess.run(
             [sys.executable, "-m", "aggregator", "poll", "--config", str(harness.config_path),
-             "--log-level", "INFO"],
+             "--log-level", "DEBUG"],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert run.returncode == 0, run.stderr

@@ -173,7 +173,7 @@ class Chromium:
             raise BrowserGone(f"Chromium did not start ({settings.executable}): {exc}") from None
         self._conn.on("Target.targetCreated", self._target_created)
         self.starts += 1
-        log.info("chromium.started", pid=self._proc.pid, version=version.get("product"))
+        log.debug("chromium.started", pid=self._proc.pid, version=version.get("product"))
 
     def _exited(self, proc: Spawned, conn: Connection) -> None:
         asyncio.get_running_loop().remove_reader(proc.pidfd)

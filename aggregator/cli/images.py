@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from aggregator import config as config_mod
+from aggregator import log
 from aggregator.cli.common import database_path, fail
 from aggregator.config import Config
 from aggregator.digest.image import DiffImages, image_settings
@@ -14,6 +15,7 @@ from aggregator.errors import AggregatorError, ConfigError
 
 def image_config(config_path: str | None, database: str | None) -> Config:
     """The config for pictures ([browser], [images]; defaults if none), reading ``database``."""
+    log.configure(level="WARNING")  # stdout is the command's; Chromium's own news is debug
     try:
         config = config_mod.load(config_mod.find_config(config_path))
     except config_mod.NoConfigFound:

@@ -37,6 +37,7 @@ FRAME_PX = 440
 EXCERPT_CHARS = 280
 
 _BLANK_LINES = re.compile(r"\n\s*\n")
+_PARAGRAPH = "\u2029"  # stands for a paragraph break until the markup is sanitised
 
 CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'none'; font-src 'none';"
@@ -127,7 +128,7 @@ def text_budget(width: int, max_height: int) -> int:
 def _diff_markup(segments: list[Segment], budget: int) -> str:
     """The diff as ``<del>``/``<ins>`` HTML, cut to ``budget`` characters, sanitised."""
     shown, more = _budgeted(segments, budget)
-    markup = clean_html(render_html(shown))
+    markup = clean_html(render_html(shown)).replace(_PARAGRAPH, '<span class="gap"></span>')
     if more:  # our own words, added after the sanitiser (which drops class attributes)
         plural = "s" if more != 1 else ""
         markup += f'\n<span class="more">… and {more} more change{plural} not shown</span>'
@@ -142,9 +143,9 @@ def _budgeted(segments: list[Segment], budget: int) -> tuple[list[Segment], int]
         room = budget - used
         if room <= 0:
             return shown, _changes(segments[index:])
-        text = _BLANK_LINES.sub("\n", seg.text)  # paragraphs one line apart, not two
+        text = _BLANK_LINES.sub(_PARAGRAPH, seg.text)  # a small gap, not a blank line
         if _cost(text) > room:
-            text = text[: max(room - LINE_CHARS * text.count("\n"), 40)].rstrip() + "…"
+            text = text[: max(room - _cost(text) + len(text), 40)].rstrip() + "…"
         shown.append(Segment(seg.op, text))
         used += _cost(text)
     return shown, 0
@@ -158,7 +159,7 @@ def _changes(segments: list[Segment]) -> int:
 
 def _cost(text: str) -> int:
     """Characters, with each line break counted as a whole line."""
-    return len(text) + text.count("\n") * LINE_CHARS
+    return len(text) + (text.count("\n") + text.count(_PARAGRAPH)) * LINE_CHARS
 
 
 def _text(text: str) -> str:
@@ -190,6 +191,7 @@ text-decoration-thickness:2px}}
 ins{{background:{INSERTED_BG};color:{INSERTED_FG};text-decoration:none}}
 del+ins{{margin-inline-start:.2em}}
 .same{{color:#333}}.more{{color:#777;font-style:italic}}
+.gap{{display:block;height:.45em}}
 footer{{margin-top:28px;border-top:2px solid #e2e2e2;padding-top:16px;font-size:20px;
 color:#555;line-height:1.5}}
 .link{{overflow-wrap:anywhere;color:#1a4d8f}}
