@@ -255,7 +255,7 @@ async def page_costs(base: str, runs: int) -> None:
             label = f"browser fetch, {variant} ({len(response.body) // 1024} KB HTML)"
             print(f"  {label:34s} {med(walls)}  {med(cpus)}     {med(ccpus)}  {found:7d}")
             print(f"    first fetch (starts Chromium): wall {cold[0]:.0f}, our CPU {cold[1]:.0f},"
-                  f" Chromium CPU {cold[2]:.0f} (start not counted: its pid is new)")  # fmt: skip
+                  f" Chromium CPU {cold[2]:.0f} (its start included)")  # fmt: skip
             print(f"    Chromium tree peak: PSS {sampler.peak_pss:.0f} MiB,"
                   f" tasks {sampler.peak_tasks:.0f} (threads included)")  # fmt: skip
 

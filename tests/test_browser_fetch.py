@@ -7,6 +7,7 @@ per-fetch SOCKS guard. Polls go through the real pipeline (``aggregator poll``'s
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -258,8 +259,6 @@ def test_killed_chromium_is_restarted_without_touching_other_sources(
                 first = [r.ok for r in await pipeline.poll_all()]
                 chromium = chromium_for(fetcher, config.browser)
                 assert chromium.pid is not None
-                import os
-
                 os.killpg(chromium.pid, signal.SIGKILL)
                 await asyncio.sleep(0.5)
                 serve_blog(harness, 1)
@@ -273,6 +272,46 @@ def test_killed_chromium_is_restarted_without_touching_other_sources(
     assert first == [True, True] and second == [True, True]
     assert starts == 2
     assert chromium_processes() == []  # closed with the fetcher
+
+
+def test_hung_chromium_is_restarted(harness: Harness) -> None:
+    """Chromium stopped (SIGSTOP) mid-run: that page fails on its time limit, a ping finds
+    Chromium silent, it is restarted, and the next pass renders again; the feed goes on."""
+    from aggregator.fetch import Fetcher
+    from aggregator.fetch.browser import chromium_for
+    from aggregator.pipeline import Pipeline
+    from aggregator.sandbox import ParsePool
+    from aggregator.store.thread import StoreThread
+
+    harness.extra = '[browser]\ntimeout = "4s"\n'
+    serve_blog(harness, 0)
+    harness.server.serve("/feed.xml", story.rss(0))
+    harness.add("live", "/live/", kind="liveblog", fetch="browser")
+    harness.add("feed", "/feed.xml")
+    config = harness.config()
+
+    async def run() -> list[list[bool]]:
+        store = StoreThread(config.storage.database)
+        parsers = ParsePool(config.parse)
+        passes = []
+        try:
+            async with Fetcher(config.fetch) as fetcher:
+                pipeline = Pipeline(config, store, fetcher, parsers)
+                passes.append([r.ok for r in await pipeline.poll_all()])
+                chromium = chromium_for(fetcher, config.browser)
+                assert chromium.pid is not None
+                os.kill(chromium.pid, signal.SIGSTOP)
+                passes.append([r.ok for r in await pipeline.poll_all()])
+                await asyncio.sleep(7)  # the ping's 5 s, then the restart
+                passes.append([r.ok for r in await pipeline.poll_all()])
+                assert chromium.starts == 2
+        finally:
+            parsers.close()
+            store.close()
+        return passes
+
+    assert asyncio.run(run()) == [[True, True], [False, True], [True, True]]
+    assert chromium_processes() == []
 
 
 def test_missing_chromium_is_a_config_error_naming_the_package(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ log = structlog.get_logger("aggregator.chromium")
 
 START_TIMEOUT = 30.0  # seconds for Chromium to answer its first command
 CLOSE_TIMEOUT = 5.0  # seconds to dispose a tab's context before Chromium counts as hung
+PING_TIMEOUT = 5.0  # seconds for Chromium to answer a ping after a page could not be opened
 WATCH_EVERY = 0.5  # seconds between two memory readings while tabs are open
 MAX_MESSAGE = 64 * 2**20  # bytes: one CDP message (HTML is checked against its limit first)
 
@@ -84,6 +85,7 @@ class Chromium:
         self._watcher: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
         self._closing: asyncio.Future[None] | None = None
+        self._health: asyncio.Future[None] | None = None
         self._stopping = ""  # why Chromium is being stopped, for the tabs it takes down
 
     @property
@@ -114,13 +116,17 @@ class Chromium:
             BrowserGone: Chromium could not be started or died.
         """
         async with self._slots, asyncio.timeout(time_limit):
-            conn = await self._running()
-            if self._idle is not None:
-                self._idle.cancel()
-            route = proxy or await self._refuser.start()
-            tab = await Tab.open(
-                conn, proxy=route, javascript=javascript, width=width, height=height
-            )
+            try:
+                conn = await self._running()
+                if self._idle is not None:
+                    self._idle.cancel()
+                route = proxy or await self._refuser.start()
+                tab = await Tab.open(
+                    conn, proxy=route, javascript=javascript, width=width, height=height
+                )
+            except (asyncio.CancelledError, BrowserGone):
+                self._check_health()  # no page in time: is Chromium itself still answering?
+                raise
             self._tabs[tab.context] = tab
             self._watch()
             try:
@@ -133,11 +139,30 @@ class Chromium:
         try:
             await tab.dispose(CLOSE_TIMEOUT)
         except BrowserGone as exc:
-            await self.restart(f"a page could not be closed: {exc}")
+            if self._conn is not None and not self._conn.closed.is_set():  # hung, not gone
+                await self.restart(f"a page could not be closed: {exc}")
         if not self._tabs:
             self._idle = asyncio.get_running_loop().call_later(
-                self.settings.idle_close, lambda: asyncio.ensure_future(self._close_if_idle())
+                self.settings.idle_close, self._idle_timeout
             )
+
+    def _check_health(self) -> None:
+        """In the background: restart Chromium if it no longer answers a ping in time."""
+        if self._health is None or self._health.done():
+            self._health = asyncio.ensure_future(self._ping())
+
+    async def _ping(self) -> None:
+        conn = self._conn
+        if conn is None or conn.closed.is_set():
+            return
+        try:
+            await conn.call("Browser.getVersion", within=PING_TIMEOUT)
+        except BrowserGone as exc:
+            if conn is self._conn:
+                await self.restart(f"Chromium stopped answering: {exc}")
+
+    def _idle_timeout(self) -> None:
+        self._closing = asyncio.ensure_future(self._close_if_idle())
 
     async def _close_if_idle(self) -> None:
         if not self._tabs:
@@ -256,6 +281,8 @@ class Chromium:
         """Stop Chromium and the watchdog (safe to call twice; a later tab starts it again)."""
         if self._idle is not None:
             self._idle.cancel()
+        if self._health is not None and not self._health.done():
+            self._health.cancel()
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -17,7 +17,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from aggregator.chromium.cdp import BrowserError, Connection
+from aggregator.chromium.cdp import BrowserError, BrowserGone, Connection
 
 #: Windows a page may open (each closed at once) before its fetch fails.
 MAX_WINDOWS = 5
@@ -65,16 +65,21 @@ class Tab:
             {"disposeOnDetach": True, "proxyServer": proxy, "proxyBypassList": "<-loopback>"},
         )
         context = made["browserContextId"]
-        await conn.call(
-            "Browser.setDownloadBehavior", {"behavior": "deny", "browserContextId": context}
-        )
-        target = await conn.call(
-            "Target.createTarget",
-            {"url": "about:blank", "browserContextId": context, "width": width, "height": height},
-        )
-        attached = await conn.call(
-            "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
-        )
+        try:
+            await conn.call(
+                "Browser.setDownloadBehavior", {"behavior": "deny", "browserContextId": context}
+            )
+            target = await conn.call(
+                "Target.createTarget",
+                {"url": "about:blank", "browserContextId": context, "width": width,
+                 "height": height},
+            )  # fmt: skip
+            attached = await conn.call(
+                "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
+            )
+        except BrowserError:
+            await _dispose(conn, context, 5.0)
+            raise
         tab = cls(conn, context, target["targetId"], attached["sessionId"])
         for method, params in (
             ("Inspector.enable", {}),
@@ -194,10 +199,7 @@ class Tab:
         for task in self._tasks:
             task.cancel()
         self.conn.forget(self.session)
-        with contextlib.suppress(BrowserError):
-            await self.conn.call(
-                "Target.disposeBrowserContext", {"browserContextId": self.context}, within=grace
-            )
+        await _dispose(self.conn, self.context, grace)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -233,6 +235,20 @@ class Tab:
         response = params.get("response", {})
         headers = {str(k).lower(): str(v) for k, v in response.get("headers", {}).items()}
         self.document = Document(response.get("url", ""), response.get("status"), headers)
+
+
+async def _dispose(conn: Connection, context: str, grace: float) -> None:
+    """Dispose of ``context``; an error of Chromium's is ignored, silence is not.
+
+    Raises:
+        BrowserGone: no answer within ``grace`` seconds, or Chromium is gone.
+    """
+    try:
+        await conn.call("Target.disposeBrowserContext", {"browserContextId": context}, within=grace)
+    except BrowserGone:
+        raise
+    except BrowserError:
+        pass  # already gone with its last page
 
 
 def _metrics(width: int, height: int) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from aggregator.fetch.netguard import IPAddress, check_addresses, resolve
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
-_REPLY_OK, _REFUSED_RULES, _HOST_UNREACHABLE, _REFUSED, _BAD_COMMAND = 0, 2, 4, 5, 7
+_REPLY_OK, _REFUSED_RULES, _BAD_COMMAND = 0, 2, 7
 _CHUNK = 65536
 
 
