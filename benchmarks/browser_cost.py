@@ -284,18 +284,21 @@ async def image_costs(runs: int) -> None:
         images = DiffImages(settings)
         await images.png(card(0))
         warm, hits, sizes = [], [], []
-        for n in range(1, runs + 1):
-            t = time.perf_counter()
-            png = await images.png(card(n))
-            warm.append((time.perf_counter() - t) * 1000)
-            sizes.append(len(png) / 1024)
-            t = time.perf_counter()
-            await images.png(card(n))
-            hits.append((time.perf_counter() - t) * 1000)
+        with Sampler() as sampler:
+            for n in range(1, runs + 1):
+                t = time.perf_counter()
+                png = await images.png(card(n))
+                warm.append((time.perf_counter() - t) * 1000)
+                sizes.append(len(png) / 1024)
+                t = time.perf_counter()
+                await images.png(card(n))
+                hits.append((time.perf_counter() - t) * 1000)
         await images.close()
     print(f"diff card, 1200 px wide (ms, median): cold {med(colds)} ({len(colds)} runs, Chromium"
           f" started each time), warm {med(warm)}, from the cache {med(hits)} ({runs} runs);"
           f" PNG {statistics.median(sizes):.0f} KB")  # fmt: skip
+    print(f"  Chromium tree peak while drawing: PSS {sampler.peak_pss:.0f} MiB,"
+          f" tasks {sampler.peak_tasks:.0f}")  # fmt: skip
 
 
 # -- the daemon ---------------------------------------------------------------------
@@ -411,6 +414,9 @@ def main() -> None:
     parser.add_argument("--browser-pages", type=int, default=1)
     parser.add_argument("--duration", type=float, default=150.0)
     args = parser.parse_args()
+    from aggregator import log
+
+    log.configure(level="WARNING")
     if args.what == "serve-pages":
         serve_pages()
     elif args.what == "sample":
