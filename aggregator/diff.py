@@ -7,7 +7,9 @@ unchanged; ``autojunk`` is off: bare whitespace tokens or autojunk make
 separators (``1.9.3``, ``1,234``, ``12:30``, ``2024-05-06``) is one token, so a
 diff never splits it; of equally long matches the one nearest the diagonal is
 taken, so ``1.9.3 now.`` → ``1.9.4 now; 1.9.3 was…`` reads as the version
-replaced and a clause added.
+replaced and a clause added. Chinese and Japanese, written without spaces
+between words, are compared character by character (a whole sentence would
+otherwise be one "word").
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from difflib import Match, SequenceMatcher
 
-_TOKEN = re.compile(r"\w+(?:[.,:/-]\d+)*\s*|[^\w\s]+\s*|\s+")
+#: Han ideographs, kana and CJK punctuation: scripts without spaces between words.
+_CJK = "\u3000-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
+_TOKEN = re.compile(rf"[{_CJK}]\s*|[^\W{_CJK}]+(?:[.,:/-]\d+)*\s*|[^\w\s{_CJK}]+\s*|\s+")
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ def fetch_record(url: str, response: Response) -> FetchRecord:
         last_modified=response.last_modified,
         body_sha256=hashlib.sha256(response.body).hexdigest() if response.body else None,
         moved_to=response.moved_to,
+        error="; ".join(response.notes) or None,  # kept on the row; the poll still succeeded
     )
 
 

@@ -23,7 +23,7 @@ import structlog
 from aggregator.config import Config, LimitsConfig, SourceConfig
 from aggregator.detect import detect
 from aggregator.errors import FetchError, ParseError, StoreError
-from aggregator.fetch import Fetcher, Response
+from aggregator.fetch import Fetcher, Response, fetch_source
 from aggregator.fetchlog import error_record, fetch_record
 from aggregator.follow import companion_specs, follow_articles, follows
 from aggregator.parse import validate_options
@@ -128,11 +128,13 @@ class Pipeline:
         source_id = self.source_ids[source.name]
         state = await self._fetch_state(source_id)
         try:
-            response = await self.fetcher.fetch(
+            response = await fetch_source(
+                self.fetcher,
+                source,
                 state.url,
+                browser=self.config.browser,
                 etag=state.etag,
                 last_modified=state.last_modified,
-                headers=source.request_headers,
             )
         except FetchError as exc:
             record = error_record(state.url, exc)

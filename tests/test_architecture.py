@@ -40,6 +40,11 @@ FORBIDDEN = {
     "digest": {"fetch", "parse", "pipeline", "scheduler", "cli", "notify"},
     "pipeline": {"scheduler", "cli"},
     "scheduler": {"cli"},
+    # the browser driver: a tool for fetch and digest, knowing nothing of either
+    "chromium": {
+        "config", "fetch", "parse", "store", "notify", "digest", "pipeline", "follow",
+        "scheduler", "cli", "web",
+    },
 }  # fmt: skip
 SQL_MODULES = {"sqlite3", "sqlite_utils"}
 

@@ -118,6 +118,9 @@ def load_config(*, log_level: str = "INFO", mode: Mode | None = "write") -> Conf
     if location != config.storage.database:
         storage = config.storage.model_copy(update={"database": location})
         config = config.model_copy(update={"storage": storage})
+    from aggregator.notify import images
+
+    images.use(config)  # sinks with image = true draw from this database and [images]
     return config
 
 

@@ -39,6 +39,14 @@ if TYPE_CHECKING:
     help="Track URL itself as this kind instead of discovering (e.g. --kind page for one"
     " evolving article).",
 )
+@click.option(
+    "--fetch",
+    type=click.Choice(["http", "browser"]),
+    default="http",
+    show_default=True,
+    help="browser: render the page in Chromium before reading it (for live blogs and pages"
+    " that build their posts with script).",
+)
 @handles_errors
 def add_command(
     url: str,
@@ -46,13 +54,15 @@ def add_command(
     tags: tuple[str, ...],
     interval: str | None,
     kind: str | None,
+    fetch: str,
 ) -> None:
     """Add URL as a source: a feed, or a page whose feed or live blog is discovered.
 
     An HTML page is searched for <link rel="alternate"> feeds, then for a JSON-LD
     LiveBlogPosting. With --kind, URL itself is checked as that kind (--kind page
     tracks one evolving article). The result is fetched once to check it works,
-    then appended to the config file.
+    then appended to the config file. A page whose posts appear only after its
+    script has run is reported with the command that adds it with --fetch browser.
     """
     import asyncio
 
@@ -60,7 +70,12 @@ def add_command(
     from aggregator.config import name_from_url
 
     config, existing = config_or_starter()
-    found = asyncio.run(check_as(config, url, kind) if kind else resolve(config, url))
+    if fetch == "browser":
+        from aggregator.cli.rendering import check_rendered
+
+        found = asyncio.run(check_rendered(config, url, kind))
+    else:
+        found = asyncio.run(check_as(config, url, kind) if kind else resolve(config, url))
     same = next((s for s in config.sources if s.url == found.url), None)
     if same is not None:
         place = config_edit.locate(config, same.name).file if existing else config.path
@@ -68,13 +83,16 @@ def add_command(
     source: dict[str, Any] = {"name": name or name_from_url(found.url), "url": found.url}
     if found.kind != "feed":
         source["kind"] = found.kind
+    if fetch == "browser":
+        source["fetch"] = "browser"
     source.update({"tags": list(tags), "interval": interval})
     path = Path(config.path)
     old = path.read_text(encoding="utf-8") if existing else config_edit.STARTER
     config_edit.write_checked({path: config_edit.appended_to(old, [source])}, path)
     if not existing:
         click.echo(f"created {path} (no config existed: a commented starter, as `aggregator init`)")
-    click.echo(f"added {found.kind} source {source['name']!r}: {found.url} (to {path})")
+    how = " (rendered in Chromium)" if fetch == "browser" else ""
+    click.echo(f"added {found.kind} source {source['name']!r}{how}: {found.url} (to {path})")
 
 
 def new_config_path() -> Path:
@@ -134,6 +152,14 @@ async def resolve(config: Config, url: str) -> discover.Found:
             if _reads_as(response, "liveblog"):
                 return discover.Found(response.final_url, "liveblog")
     tried = f" (tried {', '.join(link.url for link in links)})" if links else ""
+    from aggregator.cli.rendering import live_blog_after_rendering
+
+    if await live_blog_after_rendering(config, url):
+        raise ConfigError(
+            f"{url}: no feed or live blog in the page as served; its posts appear only after"
+            " rendering (a live blog built by script). Add it rendered in Chromium with:"
+            f" aggregator add {url} --fetch browser"
+        )
     raise ConfigError(
         f"{url}: no feed or live blog found{tried}; to follow this page itself as one"
         " evolving article, use --kind page"
@@ -154,7 +180,11 @@ async def check_as(config: Config, url: str, kind: str) -> discover.Found:
             response.body, url=response.final_url, headers=response.headers, options=None
         )
     except AggregatorError as exc:
-        raise ConfigError(f"{url} does not read as kind {kind!r}: {exc}") from None
+        from aggregator.cli.rendering import entries_after_rendering, rendering_hint
+
+        entries = await entries_after_rendering(config, url, kind)
+        hint = rendering_hint(url, kind, entries) if entries else ""
+        raise ConfigError(f"{url} does not read as kind {kind!r}: {exc}{hint}") from None
     return discover.Found(response.final_url, kind)
 
 

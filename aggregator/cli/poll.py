@@ -122,6 +122,9 @@ async def poll_once(
     chosen = [s for s in config.sources if (s.name in names if names else s.enabled)]
     progress = progress if progress is not None else Progress()
     progress.total = len(chosen)
+    from aggregator.notify import images
+
+    images.use(config)  # the sinks' pictures come from this config's database
     store = StoreThread(config.storage.database, failing_after=config.notify.failing_after)
     parsers = ParsePool(config.parse)
     try:

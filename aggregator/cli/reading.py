@@ -202,17 +202,25 @@ def history_command(entry: str, color: bool | None) -> None:
 @click.argument("entry")
 @click.option("--from", "old", type=int, metavar="N", help="Older version (default: M-1).")
 @click.option("--to", "new", type=int, metavar="M", help="Newer version (default: latest).")
+@click.option(
+    "--image",
+    metavar="FILE.png",
+    help="Write the diff as a picture (a PNG card, 1200 px wide) to FILE.png; needs Chromium.",
+)
 @color_option
 @handles_errors
 def diff_command(
     entry: str,
     old: int | None,
     new: int | None,
+    image: str | None,
     color: bool | None,
 ) -> None:
     """The word diff of ENTRY between versions N and M.
 
     ENTRY is as for `history`: id, key, URL, source name, prefix or words.
+    With --image, the diff is drawn as a card (headline and text diffs, the
+    source, the link and both times) in headless Chromium and written as PNG.
     Exits 1 when there is nothing to compare (the entry has one version).
     """
     with open_reader() as reader:
@@ -229,6 +237,13 @@ def diff_command(
     if missing:
         have = f"1 to {max(versions)}" if len(versions) > 1 else "only version 1"
         raise click.UsageError(f"entry {found.id} has no version {missing[0]} (it has {have})")
+    if image:
+        from aggregator.cli.images import image_config, write_diff_image
+
+        config = image_config()
+        width, height = write_diff_image(config, found.id, old, new, image)
+        click.echo(f"wrote {image} ({width}x{height} px): entry {found.id}, v{old} → v{new}")
+        return
     click.echo(
         f"[{found.source}] {found.title}\n"
         f"v{old} ({versions[old].seen_at[:16]}) → v{new} ({versions[new].seen_at[:16]})"

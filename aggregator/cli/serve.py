@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +16,10 @@ from aggregator.cli.common import (
     found_config,
     handles_errors,
 )
+
+if TYPE_CHECKING:
+    from aggregator.config import Config
+    from aggregator.digest.image import ImageSettings
 
 TOKEN_ENV = "AGGREGATOR_SERVE_TOKEN"  # noqa: S105 - the variable's name, not a token
 
@@ -34,6 +39,27 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.set_inheritable(True)
     return sock
+
+
+def _pictures(config: Config, database: str) -> ImageSettings | None:
+    """Diff picture settings, or None (logged) when no Chromium is installed."""
+    import structlog
+
+    from aggregator.digest.image import image_settings
+    from aggregator.errors import ConfigError
+
+    storage = config.storage.model_copy(update={"database": database})
+    try:
+        return image_settings(config.model_copy(update={"storage": storage}))
+    except ConfigError as exc:
+        structlog.get_logger("aggregator.web").info("serve.no_pictures", reason=str(exc))
+        return None
+
+
+def _defaults() -> Config:
+    from aggregator.config import Config
+
+    return Config()
 
 
 @click.command("serve")
@@ -104,6 +130,7 @@ def serve_command(
         check_host=not token and not proxy,
         live_interval=serve.live_interval,
         tags=tags,
+        images=_pictures(config or _defaults(), str(path)),
     )
     sock = bind(host, port)
     bound = sock.getsockname()[1]

@@ -20,13 +20,17 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
+from aggregator.chromium.process import find_executable, missing_message
 from aggregator.config.models import (
+    BROWSER_KINDS,
     DEFAULT_USER_AGENT,
     EVENT_KINDS,
+    BrowserConfig,
     Config,
     DigestConfig,
     Duration,
     FetchConfig,
+    ImagesConfig,
     LimitsConfig,
     NotifyConfig,
     ParseConfig,
@@ -42,12 +46,15 @@ from aggregator.options import KEYS_HINT, UnknownKeyError, did_you_mean, validat
 from aggregator.timeutil import FROM_FILE
 
 __all__ = [
+    "BROWSER_KINDS",
     "DEFAULT_USER_AGENT",
     "EVENT_KINDS",
+    "BrowserConfig",
     "Config",
     "DigestConfig",
     "Duration",
     "FetchConfig",
+    "ImagesConfig",
     "LimitsConfig",
     "NoConfigFound",
     "NotifyConfig",
@@ -226,11 +233,31 @@ def parse(raw: dict[str, Any], where: str = "<config>", *, defaults_where: str =
         raise ConfigError(_describe(exc, where, raw, given)) from None
     problems = _check_named(config.sources, "source", where, given)
     problems += _check_named(config.sinks, "sink", where)
+    _check_browser(config, where)
     config, digest_problems = _check_digests(config, where)
     problems += digest_problems
     if problems:  # every problem at once, not only the first
         raise ConfigError("\n".join(dict.fromkeys(problems)))
     return config
+
+
+def browser_needed(config: Config) -> str | None:
+    """The first key that needs Chromium (``sources[i].fetch``, ``sinks[i].image``), or None."""
+    for i, source in enumerate(config.sources):
+        if source.fetch == "browser" and source.enabled:
+            return f"sources[{i}].fetch"
+    for i, sink in enumerate(config.sinks):  # a webhook only links to serve's picture
+        if sink.options.get("image") and sink.enabled and sink.kind != "webhook":
+            return f"sinks[{i}].image"
+    return None
+
+
+def _check_browser(config: Config, where: str) -> None:
+    """A source or sink that needs Chromium, with no Chromium installed, is a config error."""
+    key = browser_needed(config)
+    if key and find_executable(config.browser.executable) is None:
+        missing = missing_message(config.browser.executable)
+        raise ConfigError(f"{where}: {key}: needs Chromium: {missing}")
 
 
 def _check_defaults(defaults: dict[str, Any], where: str) -> None:

@@ -23,7 +23,9 @@ from pydantic import (
     model_validator,
 )
 
+from aggregator.chromium.process import ChromiumSettings, find_executable, missing_message
 from aggregator.detect import REKEY_POLICIES, REMOVAL_POLICIES
+from aggregator.errors import ConfigError
 from aggregator.timeutil import interval_setting, setting_duration
 
 #: A duration setting: ``90s``, ``5m``, ``1h``, ``2d``; a bare number is refused.
@@ -44,6 +46,10 @@ EVENT_KINDS = (
     "new", "changed", "removed", "restored", "moved", "source.failing", "source.recovered",
     "digest",
 )  # fmt: skip
+
+#: How a source's page is got, and the kinds a browser may render.
+FETCH_MODES = ("http", "browser")
+BROWSER_KINDS = ("liveblog", "page")
 
 DEFAULT_USER_AGENT = (
     "aggregator/{version} (+https://github.com/aggregator-news/aggregator; news change tracker)"
@@ -140,6 +146,54 @@ class ParseConfig(_Strict):
     tasks_per_worker: int = Field(default=500, ge=1)
 
 
+class BrowserConfig(_Strict):
+    """``[browser]``: the headless Chromium of ``fetch = "browser"`` sources and diff images.
+
+    Started only when a source or sink needs it (see docs/browser.md).
+    """
+
+    #: The Chromium binary: a path or a name on ``$PATH`` ("" = chromium, then the usual names).
+    executable: str = ""
+    #: Pages rendered at once (each its own renderer process).
+    pages: int = Field(default=1, ge=1, le=8)
+    #: Longest a page may take to load and settle (network idle, or ``wait_for``).
+    timeout: Duration = Field(default=30.0, gt=0)
+    #: Budget for Chromium's whole process tree (PSS); past it the largest page is stopped.
+    memory_limit: Size = Field(default=384 * 2**20, ge=128 * 2**20)
+    #: Bytes one page may load from the network in all (document, scripts, data).
+    max_transfer: Size = Field(default=32 * 2**20, gt=0)
+    #: Chromium is stopped after this long with no page open (started again when needed).
+    idle_close: Duration = Field(default=120.0, ge=0)
+
+    def settings(self) -> ChromiumSettings:
+        """How to run Chromium.
+
+        Raises:
+            ConfigError: no Chromium is installed (or not at ``executable``).
+        """
+        found = find_executable(self.executable)
+        if found is None:
+            raise ConfigError(missing_message(self.executable))
+        return ChromiumSettings(
+            executable=found,
+            pages=self.pages,
+            memory_limit=self.memory_limit,
+            idle_close=self.idle_close,
+        )
+
+
+class ImagesConfig(_Strict):
+    """``[images]``: diff pictures (``aggregator diff --image``, sinks' ``image``, the web view)."""
+
+    #: Where rendered pictures are kept ("" = ``<database name>-images`` beside the database).
+    cache: str = ""
+    #: Oldest pictures are deleted past this total.
+    cache_max: Size = Field(default=256 * 2**20, ge=0)
+    width: int = Field(default=1200, ge=400, le=2400)
+    #: Tallest picture; longer diffs are cut, keeping the changed parts.
+    max_height: int = Field(default=2000, ge=300, le=8000)
+
+
 class ScheduleConfig(_Strict):
     """``[schedule]``: how the daemon spaces polls and backs off (see README "Run as a service")."""
 
@@ -173,6 +227,12 @@ class SourceConfig(BaseModel):
     #: Extra request headers (a token, a cookie), ``_env`` keys already read from the
     #: environment. Secret: shown as ``**********``; use ``request_headers`` to send.
     headers: dict[str, SecretStr] = Field(default_factory=dict)
+    #: ``http`` (a plain GET), or ``browser``: load the page in headless Chromium and read
+    #: the HTML its scripts built (live blogs and pages only; see docs/browser.md).
+    fetch: str = "http"
+    #: With ``fetch = "browser"``: a CSS selector; the page is read once it matches
+    #: (default: once the network has been idle for half a second).
+    wait_for: str = ""
 
     @field_validator("url")
     @classmethod
@@ -188,6 +248,13 @@ class SourceConfig(BaseModel):
         choices = {"removals": REMOVAL_POLICIES, "rekey": REKEY_POLICIES}[info.field_name]
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    @field_validator("fetch")
+    @classmethod
+    def _fetch(cls, value: str) -> str:
+        if value not in FETCH_MODES:
+            raise ValueError(f"must be one of {', '.join(FETCH_MODES)}, got {value!r}")
         return value
 
     @field_validator("ignore")
@@ -216,6 +283,13 @@ class SourceConfig(BaseModel):
                 f"max_interval ({self.max_interval:g}s) is shorter than"
                 f" interval ({self.interval:g}s)"
             )
+        if self.fetch == "browser" and self.kind not in BROWSER_KINDS:
+            raise ValueError(
+                f'fetch = "browser" is for {" and ".join(BROWSER_KINDS)} sources, not'
+                f" kind {self.kind!r} (a feed is data, not a page to render)"
+            )
+        if self.wait_for and self.fetch != "browser":
+            raise ValueError('wait_for applies only with fetch = "browser"')
         return self
 
     @property
@@ -431,6 +505,8 @@ class Config(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     parse: ParseConfig = Field(default_factory=ParseConfig)
+    browser: BrowserConfig = Field(default_factory=BrowserConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
     include: list[str] = Field(default_factory=list)
     defaults: dict[str, Any] = Field(default_factory=dict)
     sources: list[SourceConfig] = Field(default_factory=list)

@@ -19,7 +19,7 @@ import asyncio
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -62,6 +62,8 @@ class Response:
     redirects: list[str] = field(default_factory=list)
     started_at: str | None = None
     queued_ms: int = 0
+    #: What went wrong without failing the fetch (a rendered page's refused requests).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def etag(self) -> str | None:
@@ -131,6 +133,8 @@ class Fetcher:
         self._hosts: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(config.per_host)
         )
+        #: Closed with the fetcher: other ways of fetching attached to it (the browser).
+        self.attached: list[Callable[[], Awaitable[None]]] = []
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -139,8 +143,15 @@ class Fetcher:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool, and what is attached (Chromium, if it was started)."""
+        for close in self.attached:
+            await close()
+        self.attached.clear()
         await self.client.aclose()
+
+    def host_slot(self, host: str) -> asyncio.Semaphore:
+        """The per-host concurrency slot of ``host`` (a rendered page takes one too)."""
+        return self._hosts[host]
 
     async def fetch(
         self,
@@ -373,9 +384,14 @@ class _Clock:
 
 def status_error(response: httpx.Response) -> FetchError:
     """A ``FetchError`` for a non-success status, carrying Retry-After if given."""
-    status = response.status_code
-    reason = response.reason_phrase or ""
-    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    return status_failure(
+        response.status_code, response.headers.get("retry-after"), response.reason_phrase or ""
+    )
+
+
+def status_failure(status: int, retry_after_header: str | None, reason: str = "") -> FetchError:
+    """A ``FetchError`` for ``status`` (a hint for the usual ones), with its Retry-After."""
+    retry_after = parse_retry_after(retry_after_header)
     hint = {
         404: "not found: check the URL",
         410: "gone: the publisher removed this resource; polling stops",

@@ -7,7 +7,10 @@ are refused unless ``[fetch] allow_private = true``. Loopback is allowed only
 when the configured source itself is on loopback (local feeds and tests).
 
 Known limit: the check resolves the name, then httpx resolves it again to
-connect; a DNS answer that changes in between (rebinding) is not caught.
+connect; a DNS answer that changes in between (rebinding) is not caught. A page
+rendered in Chromium does not have this gap: Chromium resolves no names, its
+SOCKS5 guard (``aggregator.fetch.socks``) resolves each once, checks the answer
+with ``check_addresses`` and connects to the address it checked.
 """
 
 from __future__ import annotations
@@ -76,15 +79,29 @@ async def check_url(url: str, *, allow_loopback: bool, allow_private: bool) -> b
     if not parts.hostname:
         raise BlockedAddress(f"URL has no host: {url!r}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    kinds = {classify(a) for a in await resolve(parts.hostname, port)}
+    addresses = await resolve(parts.hostname, port)
+    check_addresses(
+        parts.hostname, addresses, allow_loopback=allow_loopback, allow_private=allow_private
+    )
+    return {classify(a) for a in addresses} == {"loopback"}
+
+
+def check_addresses(
+    host: str, addresses: list[IPAddress], *, allow_loopback: bool, allow_private: bool
+) -> None:
+    """Refuse ``host`` unless every one of its resolved ``addresses`` is allowed.
+
+    Raises:
+        BlockedAddress: one of the addresses is private, link-local or (when not
+            allowed) loopback.
+    """
+    kinds = {classify(a) for a in addresses}
     if "private" in kinds and not allow_private:
         raise BlockedAddress(
-            f"{parts.hostname} resolves to a private or link-local address; refused"
+            f"{host} resolves to a private or link-local address; refused"
             " (set [fetch] allow_private = true to allow)"
         )
     if "loopback" in kinds and not allow_loopback:
         raise BlockedAddress(
-            f"{parts.hostname} resolves to loopback, and the configured source is not local;"
-            " refused"
+            f"{host} resolves to loopback, and the configured source is not local; refused"
         )
-    return kinds == {"loopback"}

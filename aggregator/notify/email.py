@@ -1,7 +1,8 @@
 """``email``: one message per event over SMTP (STARTTLS, SSL or plain), threaded per story.
 
 The password comes from ``password_env`` (an environment variable); a plain
-``password`` in the config works but is discouraged. Every message about
+``password`` in the config works but is discouraged. With ``image = true`` a
+change event's diff picture is attached as a PNG. Every message about
 one story threads under the story's first message: the ``new`` event's
 ``Message-ID`` is ``<story.HASH@domain>`` and later events carry it in
 ``In-Reply-To``/``References``. Message ids derive from event ids, so a
@@ -21,7 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 
-from aggregator.notify import render
+from aggregator.notify import images, render
 from aggregator.notify.base import DeliveryError, Options, Sink, secret_from
 from aggregator.timeutil import setting_duration
 
@@ -42,6 +43,8 @@ class EmailOptions(Options):
     timeout: Annotated[float, BeforeValidator(setting_duration)] = 30.0
     #: CA certificates (PEM) to trust instead of the system's, for a private CA.
     ca_file: str | None = None
+    #: Attach the diff picture of each edit (a PNG, see docs/diff-images.md).
+    image: bool = False
 
 
 def thread_id(event: dict[str, Any], domain: str) -> str | None:
@@ -86,7 +89,16 @@ class EmailSink(Sink):
         """Build the message and send it on a worker thread."""
         password = secret_from(self.options.password, self.options.password_env, "SMTP password")
         msg = build_message(event, self.options.sender, self.options.to)
+        if self.options.image and (png := await images.picture_or_none(event, self.name)):
+            msg.add_attachment(
+                png, maintype="image", subtype="png", filename=images.file_name(event)
+            )
         await asyncio.to_thread(self._send, msg, password)
+
+    async def aclose(self) -> None:
+        """Stop the Chromium pictures were drawn in (started again if needed)."""
+        if self.options.image:
+            await images.release()
 
     def _send(self, msg: EmailMessage, password: str | None) -> None:
         opts = self.options

@@ -6,6 +6,10 @@ With a secret, every request carries ``webhook-id`` (the event id),
 is the base64 part of a ``whsec_...`` secret (any other secret is used as
 its UTF-8 bytes). 2xx is delivered; 408, 429, 5xx and transport errors are
 retried (``Retry-After`` honoured); any other status is a permanent refusal.
+
+With ``image = true`` a change event with versions before and after carries
+``"image"``: the URL where ``aggregator serve`` (at ``image_url``) draws that
+edit's diff picture on demand. Nothing is drawn when the event is sent.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import time
 from typing import Annotated, Any
 
 import httpx
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from aggregator.fetch import describe_httpx_error, parse_retry_after
+from aggregator.notify import images
 from aggregator.notify.base import DeliveryError, Options, Sink, secret_from
 from aggregator.timeutil import setting_duration
 
@@ -34,6 +39,10 @@ class WebhookOptions(Options):
     secret: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: Annotated[float, BeforeValidator(setting_duration)] = 15.0
+    #: Add ``"image"``, the URL of the edit's diff picture under ``image_url``.
+    image: bool = False
+    #: Where ``aggregator serve`` is reached by the receiver, e.g. https://news.example/agg
+    image_url: str = ""
 
     @field_validator("url")
     @classmethod
@@ -41,6 +50,24 @@ class WebhookOptions(Options):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"not an http(s) URL: {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _image_url(self) -> WebhookOptions:
+        if self.image and not self.image_url.startswith(("http://", "https://")):
+            raise ValueError(
+                "image_url: with image = true, give the http(s) URL of aggregator serve"
+                " (pictures are drawn there on demand)"
+            )
+        return self
+
+
+def image_link(base: str, event: dict[str, Any]) -> str | None:
+    """The URL of the event's diff picture under ``aggregator serve`` at ``base``, or None."""
+    found = images.versions(event)
+    if found is None:
+        return None
+    entry, before, after = found
+    return f"{base.rstrip('/')}/story/{entry}/diff/{before}-{after}.png"
 
 
 def refusal(status: int, phrase: str, body: str) -> str:
@@ -70,7 +97,9 @@ class WebhookSink(Sink):
         self.client = httpx.AsyncClient(timeout=options.timeout, follow_redirects=False)
 
     async def send(self, event: dict[str, Any], raw: str) -> None:
-        """POST ``raw``; classify the answer."""
+        """POST ``raw`` (plus ``image`` when asked for); classify the answer."""
+        if self.options.image and (link := image_link(self.options.image_url, event)):
+            raw = images.with_key(raw, "image", link)
         body = raw.encode()
         headers = {
             "content-type": "application/json",

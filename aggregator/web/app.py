@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from aggregator.web import views
+from aggregator.web import pictures, views
 from aggregator.web.security import Guard
 from aggregator.web.state import HERE, Settings, Web
 
@@ -33,9 +33,12 @@ def create_app(settings: Settings) -> Guard:
             yield
         finally:
             await web.live.stop()
+            if web.images is not None:
+                await web.images.close()
 
     routes = [
         *views.routes(web),
+        *pictures.routes(web),
         Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=views.handlers(web))

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
+from aggregator.digest.image import DiffImages, ImageSettings
 from aggregator.store import browse as queries
 from aggregator.store import open_database
 from aggregator.store.queries import Reader
@@ -32,6 +33,8 @@ class Settings:
     live_interval: float = 1.0
     page_size: int = 50
     tags: dict[str, list[str]] = field(default_factory=dict)  # tag -> source names
+    #: Diff pictures (None: no Chromium on this server, so no picture links).
+    images: ImageSettings | None = None
 
 
 class Readers:
@@ -62,6 +65,8 @@ class Web:
             lstrip_blocks=True,
         )
         self.templates.globals.update(root=settings.root_path, **render.TEMPLATE_HELPERS)
+        self.images = DiffImages(settings.images) if settings.images else None
+        self.templates.globals["pictures"] = self.images is not None
         self.live = LiveFeed(
             max_id=lambda: queries.max_change_id(self.readers.get()),
             after=lambda after: queries.changes_after(self.readers.get(), after),
