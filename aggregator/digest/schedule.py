@@ -48,9 +48,7 @@ class DigestJob:
         """Enqueue the digest ending at the scheduled time at or before ``now``; returns the
         event id, or None if nothing changed."""
         until = self.scheduled(now or utcnow())
-        return enqueue_scheduled_digest(
-            store, self.config, until, first_listing=self.first_listing
-        )
+        return enqueue_scheduled_digest(store, self.config, until, first_listing=self.first_listing)
 
     def scheduled(self, now: datetime) -> datetime:
         """The job's fire time at or just before ``now`` (else ``now`` to the minute)."""
