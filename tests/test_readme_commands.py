@@ -33,6 +33,8 @@ import pytest
 from aggregator.cli import main as cli_main
 from tests import liveblog_story, story
 from tests.conftest import Harness
+from tests import pg
+from tests.browserrig import SHELL, scripted_data
 from tests.readme_commands import Command, doc_files, placeholders, readme_commands
 from tests.receivers import WebhookReceiver
 from tests.server import TestServer
@@ -62,6 +64,12 @@ VALUES: dict[str, str] = {
     "/var/lib/aggregator/aggregator.db": "{workdir}/history.db",
     "/var/www/html/changes.atom": "{workdir}/changes.atom",
     "/var/backups/aggregator.db": "{workdir}/backup.db",
+    "talks.png": "talks.png",
+    # a live blog that builds its posts with script (docs/browser.md)
+    "https://news.example/live/scripted/": "{server}/live/scripted/",
+    # an empty PostgreSQL database, new for each command (docs/postgresql.md's copy-to)
+    "postgresql://aggregator@/aggregator?host=/run/postgresql": "{empty_postgres}",
+    "POSTGRES_URL": "{empty_postgres}",
 }
 # (option, placeholder) -> value, where the option decides what the placeholder means.
 OPTION_VALUES: dict[tuple[str, str], str] = {
@@ -81,6 +89,19 @@ LITERALS: dict[tuple[str, str], str] = {("--name", "world"): "world-2", ("", "su
 COMPLETIONS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("import-opml",): ("import-opml", "subscriptions.opml"),
     ("pause",): ("pause", "NAME"),
+    ("backup",): ("backup", "/var/backups/aggregator.db"),
+    ("search",): ("search", "TEXT"),
+    ("history",): ("history", "ENTRY"),
+    ("diff", "--image"): ("diff", "ENTRY", "--image", "talks.png"),
+}
+# A documented command that fails on purpose, as the manual shows: (exit status, what its
+# stderr must say). Keyed on the command as written.
+FAILS_AS_SHOWN: dict[str, tuple[int, str]] = {
+    # a live blog built by script reads as nothing until rendered: check says so
+    "check https://news.example/live/scripted/ --kind liveblog": (
+        1,
+        r"posts appear only after rendering.*--fetch browser",
+    ),
 }
 # Commands a new user runs before there is any config: run in an empty directory.
 FRESH: set[tuple[str, ...]] = {("init",)}
@@ -113,6 +134,12 @@ EXPECT: dict[tuple[str, ...], str] = {
     ("serve",): r"<h1>Changes</h1>",  # the home page it served (see _run_serve)
     ("check",): r"read as (feed|page|liveblog): [1-9]\d* entries",
     ("backup",): r"backed up \S+ to \S+: [\d.,]+ (KiB|MiB) in [\d.]+ s \(quick_check: ok\)",
+}
+# What a command prints when it is given an option that changes its answer.
+EXPECT_WITH: dict[tuple[str, ...], str] = {
+    ("diff", "--image"): r"wrote \S+\.png \(1200x\d+ px\)",
+    ("check", "--fetch"): r"rendered in Chromium\), read as liveblog: [1-9]\d* entries",
+    ("add", "--fetch"): r"added liveblog source .*\(rendered in Chromium\)",
 }
 OUTPUT_OPTIONS = ("--output", "-o")
 TIMEOUT = 60.0
@@ -206,6 +233,8 @@ def concrete_argv(command: Command, site: Site, workdir: Path) -> list[str]:
         "tomorrow": (site.polled_on + dt.timedelta(days=1)).isoformat(),
         "failed_delivery": str(site.failed_delivery),
     }
+    if any("{empty_postgres}" in VALUES.get(t, "") for _, t in placeholders(argv)):
+        fill["empty_postgres"] = pg.server().create()
     values = {}
     for before, token in placeholders(argv):
         value = OPTION_VALUES.get((before, token)) if before else None
@@ -356,6 +385,8 @@ def _build_base(base: Path, server: TestServer, receiver: WebhookReceiver) -> No
     server.serve("/rss", story.rss(0))
     server.serve("/live/talks", LIVE_PAGE, content_type="text/html; charset=utf-8")
     server.serve("/live/talks.rss", story.rss(1))
+    server.serve("/live/scripted/", SHELL, content_type="text/html; charset=utf-8")
+    server.serve("/live/scripted/data.json", scripted_data(0), content_type="application/json")
     (base / "subscriptions.opml").write_text(
         '<?xml version="1.0"?>\n<opml version="2.0"><head><title>mine</title></head><body>'
         f'<outline text="World"><outline type="rss" text="Briefing" xmlUrl="{server.url("/rss")}"/>'
@@ -441,6 +472,11 @@ def test_readme_command_runs(
     )
     path = command_path(command.argv)
     assert TRACEBACK not in outcome.stderr + outcome.stdout, f"crashed\n{report}"
+    if command.id in FAILS_AS_SHOWN:
+        code, said = FAILS_AS_SHOWN[command.id]
+        assert outcome.returncode == code, f"exit status\n{report}"
+        assert re.search(said, outcome.stderr, re.S), f"stderr lacks /{said}/\n{report}"
+        return
     if outcome.returncode == 2 and "Missing argument" in outcome.stderr:
         pytest.fail(
             f"{report}\nthe README names this command without an argument it needs:"
@@ -454,6 +490,9 @@ def test_readme_command_runs(
         result = outcome.stderr if path == ("run",) else outcome.stdout
     assert any(line.strip() for line in result.splitlines()), f"no output\n{report}"
     pattern = EXPECT.get(path)
+    for (*words, option), expected in EXPECT_WITH.items():
+        if path == tuple(words) and option in outcome.argv:
+            pattern = expected
     if pattern is not None:
         assert re.search(pattern, result), f"output lacks /{pattern}/\n{report}"
 

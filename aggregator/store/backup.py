@@ -38,6 +38,13 @@ def backup(source: str | Path, target: str | Path) -> BackupResult:
         StoreError: the source cannot be read, the copy cannot be written, or the
             copy fails its check (then nothing is left at ``target``'s name).
     """
+    from aggregator.store.db import is_postgres, mask
+
+    if is_postgres(source):
+        raise StoreError(
+            f"{mask(source)} is PostgreSQL: back it up with pg_dump (or point-in-time recovery);"
+            " see docs/postgresql.md, Backups. `aggregator backup` copies an SQLite file"
+        )
     source, target = Path(source), Path(target)
     if not source.exists():
         raise StoreError(f"no database at {source}")
