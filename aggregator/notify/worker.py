@@ -78,6 +78,8 @@ class Route:
     sending: set[asyncio.Task[str]] = field(default_factory=set)
     #: Set when a commit wrote outbox events (the cursor has something to read).
     fresh: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Outcomes of this route's sends so far (``delivered``, ``retry``, ``failed``, ...).
+    outcomes: Counter[str] = field(default_factory=Counter)
     #: Sends that claimed their successor themselves (their end need not wake the loop).
     handed_on: set[asyncio.Task[str]] = field(default_factory=set)
     failures: int = 0  # failed attempts in a row, as this node saw them
@@ -167,14 +169,13 @@ class DeliveryWorker:
 
     async def _drain_route(self, route: Route) -> Counter[str]:
         """Send what is due now, ``concurrency`` at a time, until nothing is left to claim."""
-        started: list[asyncio.Task[str]] = []
+        before = Counter(route.outcomes)
         with structlog.contextvars.bound_contextvars(sink=route.config.name):
             await self._enqueue(route)
-            while (new := await self._fill(route)) or route.sending:
-                started += new
+            while await self._fill(route) or route.sending:
                 if route.sending:
                     await asyncio.wait(route.sending, return_when=asyncio.FIRST_COMPLETED)
-        return Counter(task.result() for task in started)
+        return route.outcomes - before
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set: one loop per sink.
@@ -307,8 +308,10 @@ class DeliveryWorker:
                 "delivery.unrecorded", event_id=attempt.event_id, outcome=attempt.outcome,
                 error=str(exc), effect="sent again once its lease lapses",
             )  # fmt: skip
+            route.outcomes["unrecorded"] += 1
             return "unrecorded"
         attempt.log()
+        route.outcomes[attempt.outcome] += 1
         if following:
             route.handed_on.add(asyncio.current_task())  # type: ignore[arg-type]
             self._start(route, following)
