@@ -31,10 +31,9 @@ import click
 import pytest
 
 from aggregator.cli import main as cli_main
-from tests import liveblog_story, story
-from tests.conftest import Harness
-from tests import pg
+from tests import liveblog_story, pg, story
 from tests.browserrig import SHELL, scripted_data
+from tests.conftest import Harness
 from tests.readme_commands import Command, doc_files, placeholders, readme_commands
 from tests.receivers import WebhookReceiver
 from tests.server import TestServer
