@@ -11,6 +11,10 @@ of each kind (its own record, to check detection against). In a changed feed
 one item is added (new), one retitled and one edited (changed), and one from
 the middle dropped while older items stay listed (removed).
 
+With ``--record``, every request's time, status and the feed's version are kept, with the
+items of each version served with a body: ``GET /_record`` returns them (for checking
+that nothing served was lost, and that no feed was fetched twice too soon).
+
 With conditional GET on, each feed has an ETag and Last-Modified that change
 only when the feed does, and ``If-None-Match`` is answered 304.
 ``GET /_conditional/off`` (``/on``) turns
@@ -25,6 +29,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from email.utils import formatdate
 
 WORDS = (
@@ -70,6 +75,10 @@ class Feed:
         self.next_id = items
         self.items = [self._item(n, 0) for n in range(items - 1, -1, -1)]
         self.version = 0
+        #: (time, status, version, user agent) of every request, when recording (``--record``).
+        self.hits: list[tuple[float, int, int, str]] = []
+        #: Each version's items as served: [[guid, title, edit], ...].
+        self.versions: dict[int, list[list[object]]] = {}
 
     def _item(self, n: int, edit: int) -> dict[str, object]:
         return {"id": n, "title": f"Story {n} of feed {self.index}", "edit": edit}
@@ -127,9 +136,10 @@ def start(feeds: int, *extra: str) -> tuple[subprocess.Popen[str], str]:
 class FeedServer:
     """The feeds plus the HTTP handling."""
 
-    def __init__(self, feeds: int, items: int, conditional: bool) -> None:
+    def __init__(self, feeds: int, items: int, conditional: bool, recording: bool = False) -> None:
         self.feeds = [Feed(i, items) for i in range(feeds)]
         self.conditional = conditional
+        self.recording = recording
         self.epoch = 0
         self.requests = 0
 
@@ -152,6 +162,8 @@ class FeedServer:
             return 200, {}, b"true"
         if path == "/_requests":
             return 200, {"Content-Type": "application/json"}, json.dumps(self.requests).encode()
+        if path == "/_record":  # what was served: each feed's hits and served versions
+            return 200, {"Content-Type": "application/json"}, json.dumps(self.record()).encode()
         if path == "/bomb.xml":  # hostile: never 304, so every poll must read it again
             return 200, {"Content-Type": "application/rss+xml"}, entity_bomb()
         self.requests += 1
@@ -165,8 +177,25 @@ class FeedServer:
             out["ETag"] = etag
             out["Last-Modified"] = formatdate(1_700_000_000 + feed.version * 3600, usegmt=True)
             if headers.get("if-none-match") == etag:
+                self._note(feed, 304, headers)
                 return 304, out, b""
+        self._note(feed, 200, headers)
         return 200, out, feed.body()
+
+    def _note(self, feed: Feed, status: int, headers: dict[str, str]) -> None:
+        if not self.recording:
+            return
+        feed.hits.append((time.time(), status, feed.version, headers.get("user-agent", "")))
+        if status == 200 and feed.version not in feed.versions:
+            feed.versions[feed.version] = [
+                [f"f{feed.index}-{it['id']}", it["title"], it["edit"]] for it in feed.items
+            ]
+
+    def record(self) -> dict[str, object]:
+        """Every feed's hits and the versions it served with a body."""
+        return {
+            str(feed.index): {"hits": feed.hits, "versions": feed.versions} for feed in self.feeds
+        }
 
     async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -196,8 +225,9 @@ async def main() -> None:
     parser.add_argument("--feeds", type=int, default=1000)
     parser.add_argument("--items", type=int, default=30)
     parser.add_argument("--no-conditional", action="store_true")
+    parser.add_argument("--record", action="store_true", help="keep every hit (GET /_record)")
     args = parser.parse_args()
-    feeds = FeedServer(args.feeds, args.items, not args.no_conditional)
+    feeds = FeedServer(args.feeds, args.items, not args.no_conditional, args.record)
     server = await asyncio.start_server(feeds.connection, "127.0.0.1", 0, backlog=1024)
     print(server.sockets[0].getsockname()[1], flush=True)
     async with server:
