@@ -169,7 +169,7 @@ def test_the_issue_s_examples_work_as_typed(site: Harness, tmp_path: Path) -> No
     assert listed.returncode == 0, listed.stderr
     assert "events\tdelivered\t1 attempt\t" in listed.stdout
     checked = run("config", "--config", config, "check", cwd=elsewhere)
-    assert checked.returncode == 0 and "valid: 1 sources, 1 sinks" in checked.stdout
+    assert checked.returncode == 0 and "valid: 1 source, 1 sink" in checked.stdout
     polled = run("--config", config, "poll", cwd=elsewhere)
     assert polled.returncode == 0 and polled.stdout.startswith("1 source polled"), polled.stderr
     dropped = run("outbox", "drop", "--db", db, "--all", cwd=site.tmp)

@@ -107,7 +107,7 @@ EXPECT: dict[tuple[str, ...], str] = {
     ("outbox",): r"events \[jsonl\]",
     ("outbox", "deliver"): r"[1-9]\d* delivered",  # the last fixture poll's events
     ("add",): r"added (feed|liveblog|page) source",
-    ("import-opml",): r"imported 1 sources",
+    ("import-opml",): r"imported 1 source into",
     ("export-opml",): r"<opml",
     ("run",): r"(?s)daemon\.started.*daemon\.stopped",
     ("serve",): r"<h1>Changes</h1>",  # the home page it served (see _run_serve)
