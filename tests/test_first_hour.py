@@ -158,14 +158,19 @@ def _versions(db: Path, source: str) -> int:
     if not db.exists():
         return 0
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-            return conn.execute(
-                "SELECT count(*) FROM versions v JOIN entries e ON e.id = v.entry_id"
-                " JOIN sources s ON s.id = e.source_id WHERE s.name = ?",
-                [source],
-            ).fetchone()[0]
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     except sqlite3.OperationalError:  # not created yet
         return 0
+    try:
+        return conn.execute(
+            "SELECT count(*) FROM versions v JOIN entries e ON e.id = v.entry_id"
+            " JOIN sources s ON s.id = e.source_id WHERE s.name = ?",
+            [source],
+        ).fetchone()[0]
+    except sqlite3.OperationalError:  # the schema is not written yet
+        return 0
+    finally:
+        conn.close()
 
 
 class _Refuser(BaseHTTPRequestHandler):

@@ -374,10 +374,14 @@ def _site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         guard = tmp_path_factory.mktemp("readme-guard")
         (guard / "sitecustomize.py").write_text(GUARD)
         runs = tmp_path_factory.mktemp("readme-runs")
-        [(failed,)] = sqlite3.connect(base / "history.db").execute(
-            "SELECT min(d.id) FROM deliveries d JOIN sinks s ON s.id = d.sink_id"
-            " WHERE s.name = 'hook' AND d.status = 'failed'"
-        )
+        conn = sqlite3.connect(base / "history.db")
+        try:  # closed before any copy: an open connection keeps -wal/-shm files changing
+            [(failed,)] = conn.execute(
+                "SELECT min(d.id) FROM deliveries d JOIN sinks s ON s.id = d.sink_id"
+                " WHERE s.name = 'hook' AND d.status = 'failed'"
+            )
+        finally:
+            conn.close()
         assert failed is not None, "the fixture has no failed delivery to retry or drop"
         yield Site(base, runs, guard, server, receiver, dt.datetime.now(dt.UTC).date(), failed)
     finally:
