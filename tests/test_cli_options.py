@@ -231,6 +231,25 @@ def test_a_database_url_is_passed_on_unchecked(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_database_url_in_the_config_is_kept_as_written(tmp_path: Path) -> None:
+    """`[storage] database = "postgresql://..."` is not made a path beside the config."""
+    from aggregator import config
+    from aggregator.cli.common import database_location
+
+    url = "postgresql://agg@/agg?host=/run/postgresql"
+    path = tmp_path / "c.toml"
+    path.write_text(f'[storage]\ndatabase = "{url}"\n')
+    loaded = config.load(path)
+    assert loaded.storage.database == url
+
+    @click.command()
+    def probe() -> None:
+        click.echo(database_location("read", config=loaded))
+
+    result = CliRunner().invoke(probe, [])
+    assert result.output.strip() == url, result.output
+
+
 def test_a_read_only_database_directory_says_why(tmp_path: Path) -> None:
     """poll on a read-only mount names the directory and the reason, instead of SQLite's
     bare "unable to open database file"."""

@@ -125,6 +125,8 @@ def _database_beside(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
     storage = raw.get("storage")
     if not isinstance(storage, dict) or not isinstance(storage.get("database"), str):
         return raw
+    if "://" in storage["database"]:  # a URL (postgresql://...): not a path, kept as written
+        return raw
     database = Path(storage["database"]).expanduser()
     if not database.is_absolute():
         database = path.parent / database
