@@ -1,4 +1,4 @@
-"""Time every read command and README SQL recipe on a (large) database.
+"""Time every read command and SQL recipe of the manual on a (large) database.
 
     python3 benchmarks/bigdb.py /tmp/big1m.db                   # build the database first
     python3 benchmarks/read_latency.py /tmp/big1m.db [--repeat 7] [--only REGEX] [--no-subprocess]
@@ -8,7 +8,7 @@ invoked through click's ``CliRunner`` (opening the database, querying, rendering
 ``--repeat`` times after one untimed run (a command slower than a third of ``--budget``
 seconds is timed by that one run). The median and 95th percentile of the wall time are
 printed, and the median CPU time of the process: on a loaded machine the wall time also
-counts waiting for a core. Each README SQL recipe (every ```sql block of README.md) is run
+counts waiting for a core. Each SQL recipe (every ```sql block of README.md and docs/) is run
 on a read-only connection and fetched in full. Then each command is run once as a real
 subprocess (``python3 -m aggregator ...``) and its wall time printed separately: process
 start (imports) costs about a second on top of the command's work.
@@ -50,8 +50,9 @@ class Case:
 
 
 def readme_recipes() -> list[str]:
-    """Every ```sql block of README.md, as the test suite runs them."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    """Every ```sql block of the README and the manual (docs/), as the test suite runs them."""
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    text = "\n".join(path.read_text(encoding="utf-8") for path in files)
     return re.findall(r"```sql\n(.*?)```", text, re.S)
 
 

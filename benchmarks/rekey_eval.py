@@ -12,7 +12,7 @@ Each file is read with the feed parser and normalised as a poll would. Then:
   appended), (a) its text unchanged, (b) the last fifth of its words replaced, (c) that
   and its headline edited; each should link back to the item.
 
-The figures in README "What counts as a change" come from chardet's test corpus of
+The figures in docs/changes.md ("What counts as a change") come from chardet's test corpus of
 real feeds (found on a machine with the Google Cloud SDK under
 ``.../gsutil/third_party/chardet/tests/*/*.xml``; 282 of its 314 files parse).
 """

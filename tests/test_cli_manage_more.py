@@ -165,7 +165,9 @@ def test_import_opml_skips_an_invalid_outline_and_imports_the_rest(
     assert "warning: skipped outline 'Old' (ftp://old.example/rss): not an http(s) URL" in (
         proc.stderr
     )
-    assert "imported 1 sources" in proc.stdout and "1 already configured, 1 skipped" in proc.stdout
+    assert (
+        "imported 1 source into" in proc.stdout and "1 already configured, 1 skipped" in proc.stdout
+    )
     imported = (tmp_path / "sources.d" / "opml.toml").read_text()
     assert "https://loose.example/feed.json" in imported and "ftp:" not in imported
     assert config.read_text().startswith("# My news sources")  # include already there
@@ -376,7 +378,7 @@ def test_config_check_counts_or_names_the_problem(tmp_path: Path, server: TestSe
     config.write_text(config.read_text() + '\n[[sinks]]\nkind = "stdout"\n')
     proc = run("config", "check", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "aggregator.toml: valid: 3 sources, 1 sinks\n"
+    assert proc.stdout == "aggregator.toml: valid: 3 sources, 1 sink\n"
     config.write_text(config.read_text().replace('interval = "5m"', 'interval = "5 minutes"'))
     bad = run("config", "check", "--config", str(config), cwd=tmp_path)
     assert bad.returncode == 2

@@ -121,3 +121,29 @@ def test_the_test_tools_are_not_runtime_dependencies() -> None:
     for tool in ("pytest", "hypothesis", "playwright", "ruff", "aiosmtpd", "mkdocs", "numpy"):
         assert tool not in runtime, tool
     assert "test" in project["optional-dependencies"]
+
+
+def test_the_readme_s_first_config_loads() -> None:
+    """The README's example config is valid as written (sources, sinks, durations)."""
+    import tomllib
+
+    from aggregator import config
+    from aggregator.cli.common import register_plugins
+
+    register_plugins()
+    [block] = re.findall(r"```toml\n(.*?)```", README.read_text(), re.S)
+    loaded = config.parse(tomllib.loads(block), "README.md")
+    assert [s.name for s in loaded.sources] == ["world"] and loaded.sources[0].interval == 600
+    assert [s.kind for s in loaded.sinks] == ["stdout"]
+
+
+def test_help_says_where_the_manual_is() -> None:
+    """`aggregator --help` names the manual, and the file it names exists."""
+    from click.testing import CliRunner
+
+    from aggregator.cli import main
+
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    assert "docs/index.md" in result.output
+    assert (ROOT / "docs" / "index.md").is_file()

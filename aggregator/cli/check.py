@@ -14,6 +14,7 @@ from aggregator.cli.common import (
     handles_errors,
     load_config,
     options,
+    plural,
     register_plugins,
 )
 from aggregator.cli.manage import existing_config
@@ -194,7 +195,8 @@ def config_check_command() -> None:
     paused = sum(not s.enabled for s in config.sources)
     extra = f" ({paused} paused)" if paused else ""
     click.echo(
-        f"{config.path}: valid: {len(config.sources)} sources, {len(config.sinks)} sinks{extra}"
+        f"{config.path}: valid: {plural(len(config.sources), 'source')},"
+        f" {plural(len(config.sinks), 'sink')}{extra}"
     )
 
 

@@ -98,10 +98,12 @@ def load_config(*, log_level: str = "INFO", mode: Mode | None = "write") -> Conf
     """Configure logging, then find and validate the config (exit 2 on error).
 
     With a ``mode``, its ``[storage] database`` becomes the one ``database_location``
-    chooses (``--db`` first). Warnings about the config are printed to stderr.
+    chooses (``--db`` first). What the config allows but is probably not meant (an
+    interval under a minute) is logged as a ``config.warning``.
     """
     configure_logging(log_level)
     from aggregator import config as config_mod
+    from aggregator import log
     from aggregator.errors import AggregatorError
 
     register_plugins()
@@ -109,9 +111,8 @@ def load_config(*, log_level: str = "INFO", mode: Mode | None = "write") -> Conf
         config = config_mod.load(config_mod.find_config(options().config))
     except AggregatorError as exc:
         fail(str(exc), code=2)
-    if (options().log_level or log_level).upper() != "ERROR":
-        for warning in config_mod.warnings(config):
-            click.echo(f"aggregator: warning: {warning}", err=True)
+    for warning in config_mod.warnings(config):  # a log line, like the daemon's others
+        log.get_logger("aggregator.config").warning("config.warning", problem=warning)
     if mode is None:
         return config
     location = database_location(mode, config=config)

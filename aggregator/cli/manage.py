@@ -19,6 +19,7 @@ from aggregator.cli.common import (
     handles_errors,
     load_config,
     options,
+    plural,
 )
 
 if TYPE_CHECKING:
@@ -246,7 +247,8 @@ def import_opml_command(
     if not existing:
         click.echo(f"created {path} (no config existed: a commented starter, as `aggregator init`)")
     click.echo(
-        f"imported {len(new)} sources into {into} ({known} already configured, {skipped} skipped)"
+        f"imported {plural(len(new), 'source')} into {into}"
+        f" ({known} already configured, {skipped} skipped)"
     )
 
 

@@ -195,7 +195,7 @@ class ImagesConfig(_Strict):
 
 
 class ScheduleConfig(_Strict):
-    """``[schedule]``: how the daemon spaces polls and backs off (see README "Run as a service")."""
+    """``[schedule]``: how the daemon spaces polls and backs off (docs/service.md)."""
 
     max_backoff: Duration = 86400.0
     startup_spread: Duration = 300.0
