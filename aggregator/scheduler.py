@@ -442,10 +442,11 @@ class Daemon(Housekeeping):
         except ConfigError as exc:
             log.error("config.reload_failed", path=path, error=str(exc), kept="previous config")
             return
-        fixed = ("storage", "fetch", "parse")
+        fixed = ("storage", "fetch", "parse", "browser", "images")
         if any(getattr(new, t) != getattr(self.config, t) for t in fixed):
             log.warning(
-                "config.restart_needed", reason="[storage], [fetch] and [parse] apply on restart"
+                "config.restart_needed",
+                reason="[storage], [fetch], [parse], [browser] and [images] apply on restart",
             )
             new = new.model_copy(update={t: getattr(self.config, t) for t in fixed})
         old = self.sources

@@ -2,7 +2,7 @@
 
 The schema is a public interface: users query it with SQL and Datasette.
 Add migrations at the end; never edit or reorder an applied one.
-Every column is documented in README.md ("The database").
+Every column is documented in docs/database.md (PostgreSQL: docs/postgresql.md).
 """
 
 from __future__ import annotations
