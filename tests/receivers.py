@@ -15,6 +15,7 @@ import hmac
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -59,6 +60,8 @@ class WebhookReceiver:
         self.received: list[Received] = []
         self.script: list[tuple[int, dict[str, str]]] = []  # answers used first, in order
         self.default_status = 200
+        #: When set: the events it returns True for are answered 503 (a per-event outage).
+        self.refuse: Callable[[dict[str, Any]], bool] | None = None
         self.hold = threading.Event()  # set: hold requests until released
         self.release = threading.Event()
         self.got_request = threading.Event()
@@ -90,7 +93,9 @@ class WebhookReceiver:
         with self.lock:
             return [r.json["id"] for r in self.received if r.status == status]
 
-    def _answer(self) -> tuple[int, dict[str, str]]:
+    def _answer(self, body: bytes = b"") -> tuple[int, dict[str, str]]:
+        if self.refuse is not None and self.refuse(json.loads(body or b"{}")):
+            return 503, {}
         with self.lock:
             return self.script.pop(0) if self.script else (self.default_status, {})
 
@@ -113,7 +118,7 @@ class WebhookReceiver:
                 receiver.got_request.set()
                 if receiver.hold.is_set():
                     receiver.release.wait(30)
-                status, extra = receiver._answer()
+                status, extra = receiver._answer(body)
                 ok = verify(receiver.secret, headers, body) if receiver.secret else None
                 with receiver.lock:
                     receiver.received.append(Received(self.path, headers, body, status, ok))

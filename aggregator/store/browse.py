@@ -77,7 +77,8 @@ def rows(reader: Reader, sql: str, params: Sequence[Any] = ()) -> list[dict[str,
 
 
 def _marks(values: Sequence[Any]) -> str:
-    return ",".join("?" * len(values))
+    """``?`` per value; ``NULL`` for none (``IN ()`` is an error on PostgreSQL)."""
+    return ",".join("?" * len(values)) or "NULL"
 
 
 def max_change_id(reader: Reader) -> int:
