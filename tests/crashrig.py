@@ -210,21 +210,39 @@ def _delivered(db: Path) -> bool:
 
 
 def check_sinks(db: Path, jsonl: Path, hook: WebhookReceiver | None) -> dict[str, int]:
-    """Each sink got every outbox event, first arrivals in outbox order; repeats share ids."""
+    """Each sink got every outbox event, first arrivals in each story's order (the jsonl
+    file: in outbox order, one at a time); repeats share ids."""
     conn = sqlite3.connect(db)
     try:
-        produced = [r[0] for r in conn.execute("SELECT event_id FROM outbox ORDER BY id")]
+        rows = conn.execute(
+            "SELECT event_id, COALESCE(entry_id, -source_id) FROM outbox ORDER BY id"
+        ).fetchall()
     finally:
         conn.close()
+    produced = [r[0] for r in rows]
+    story = dict(rows)
     received = {"file": [json.loads(line)["id"] for line in jsonl.read_text().splitlines()]}
     if hook is not None:
         received["hook"] = [r.json["id"] for r in hook.received if r.status == 200]
     report = {"events": len(produced)}
     for name, ids in received.items():
         first_seen = list(dict.fromkeys(ids))
-        assert first_seen == produced, f"{name}: events lost, extra or out of order"
+        if name == "file":
+            assert first_seen == produced, f"{name}: events lost, extra or out of order"
+        else:
+            assert sorted(first_seen) == sorted(produced), f"{name}: events lost or extra"
+            assert _by_story(first_seen, story) == _by_story(produced, story), (
+                f"{name}: a story's events out of version order"
+            )
         report[f"{name}_duplicates"] = len(ids) - len(first_seen)
     return report
+
+
+def _by_story(ids: list[str], story: dict[str, int]) -> dict[int, list[str]]:
+    grouped: dict[int, list[str]] = {}
+    for event_id in ids:
+        grouped.setdefault(story[event_id], []).append(event_id)
+    return grouped
 
 
 def check(db: Path, final_epoch: int) -> dict[str, int]:

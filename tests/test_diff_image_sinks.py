@@ -81,7 +81,8 @@ def test_apprise_attaches_the_picture_of_headline_changes(harness: Harness) -> N
     try:
         url = f"json://127.0.0.1:{receiver.port}/apprise"
         harness.extra = (
-            f'[[sinks]]\nkind = "apprise"\nurl = "{url}"\nimage = true\nheadline_only = true\n'
+            "[[sinks]]\nsend_first_listing = true\n"
+            f'kind = "apprise"\nurl = "{url}"\nimage = true\nheadline_only = true\n'
             'kinds = ["changed"]\n'
         )
         poll_edits(harness)
@@ -98,7 +99,8 @@ def test_email_attaches_the_picture(harness: Harness, smtp: tuple[Inbox, int]) -
     """Each edit's email carries its card as a PNG attachment; the new story's has none."""
     inbox, port = smtp
     harness.extra = (
-        f'[[sinks]]\nkind = "email"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+        "[[sinks]]\nsend_first_listing = true\n"
+        f'kind = "email"\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
         'from = "news@aggregator.test"\nto = ["reader@example.test"]\nimage = true\n'
     )
     poll_edits(harness)
@@ -119,9 +121,11 @@ def test_webhook_links_the_picture_and_jsonl_saves_it(harness: Harness) -> None:
     lines = harness.tmp / "events.jsonl"
     try:
         harness.extra = (
-            f'[[sinks]]\nkind = "webhook"\nurl = "{receiver.url()}"\nimage = true\n'
+            "[[sinks]]\nsend_first_listing = true\n"
+            f'kind = "webhook"\nurl = "{receiver.url()}"\nimage = true\n'
             'image_url = "https://news.example/agg/"\n\n'
-            f'[[sinks]]\nkind = "jsonl"\npath = "{lines}"\nimage = true\n'
+            "[[sinks]]\nsend_first_listing = true\n"
+            f'kind = "jsonl"\npath = "{lines}"\nimage = true\n'
         )
         poll_edits(harness)
         events = [r.json for r in receiver.received]

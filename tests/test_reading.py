@@ -116,7 +116,10 @@ def test_digest_command_writes_a_file_and_filters_by_source(
     """`digest --output` writes the whole digest; an unknown --source is refused."""
     out = tmp_path / "d" / "digest.json"
     db = str(polled.db_path)
-    result = cli("digest", "--since", "1h", "--format", "json", "-o", str(out), "--db", db)
+    result = cli(
+        "digest", "--since", "1h", "--format", "json", "-o", str(out), "--db", db,
+        "--with-first-listing",  # the first poll's three stories too (its baseline)
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["counts"]["new"] == 4 and not list(out.parent.glob(".*"))

@@ -82,7 +82,7 @@ def test_html_and_text_digests_do_not_mark_the_word_before_an_addition(
         assert result.ok, result.error
     reader = Reader.open(harness.db_path)
     try:
-        digest = build_digest(reader, *EVER)
+        digest = build_digest(reader, *EVER, first_listing=True)
     finally:
         reader.close()
     text, page = render(digest, "text"), render(digest, "html")
@@ -126,7 +126,14 @@ def test_history_and_digest_show_the_date_of_an_earlier_day(
     assert "  Nov 27 2025 09:00  new (v1)" in proc.stdout
     assert f"  {today_times[0]}  changed" in proc.stdout
     proc = run_cli(
-        "digest", "--from", "2025-01-01", "--db", str(harness.db_path), "--no-color", cwd=tmp_path
+        "digest",
+        "--from",
+        "2025-01-01",
+        "--db",
+        str(harness.db_path),
+        "--no-color",
+        "--with-first-listing",
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
     assert "  Nov 27 2025 09:00  new (v1)" in proc.stdout
@@ -218,7 +225,7 @@ def digest_of(harness: Harness) -> tuple[str, str, str, dict[str, object]]:
     """The text, HTML and Atom digests and the JSON digest's data, of everything polled."""
     reader = Reader.open(harness.db_path)
     try:
-        digest = build_digest(reader, *EVER)
+        digest = build_digest(reader, *EVER, first_listing=True)
     finally:
         reader.close()
     formats = ("text", "html", "atom", "json")

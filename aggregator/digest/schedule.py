@@ -51,15 +51,17 @@ class DigestJob:
         return enqueue_scheduled_digest(store, self.config, until, first_listing=self.first_listing)
 
     def scheduled(self, now: datetime) -> datetime:
-        """The job's fire time at or just before ``now`` (else ``now`` to the minute)."""
-        start = now - timedelta(minutes=10)
-        fire = self.trigger.get_next_fire_time(None, start)
-        if fire is not None and fire <= now:
-            later = self.trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
-            while later is not None and later <= now:
-                fire, later = later, self.trigger.get_next_fire_time(later, later + _SECOND)
-            return fire
-        return now.replace(second=0, microsecond=0)
+        """The job's latest fire time at or before ``now``, within its window (``since``).
+
+        A job that runs late (a busy node) still ends its window at its cron time, as the
+        node that ran it on time did; run outside its schedule (by hand), it ends ``now``.
+        """
+        fire = self.trigger.get_next_fire_time(None, now - timedelta(seconds=self.config.since))
+        if fire is None or fire > now:
+            return now
+        while (later := self.trigger.get_next_fire_time(fire, fire + _SECOND)) and later <= now:
+            fire = later
+        return fire
 
 
 _SECOND = timedelta(seconds=1)
