@@ -34,6 +34,7 @@ from aggregator.config.models import (
     SinkConfig,
     SourceConfig,
     StorageConfig,
+    WebSubConfig,
     default_database,
     name_from_url,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "SinkConfig",
     "SourceConfig",
     "StorageConfig",
+    "WebSubConfig",
     "default_database",
     "find_config",
     "included_files",
