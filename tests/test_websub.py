@@ -1,152 +1,21 @@
 """WebSub push end to end: the daemon against a hub written to the spec (tests/hub.py).
 
-Each test runs the real daemon in the test's event loop, with its callback endpoint on
-a loopback port; the feed is served by the local test server and names the hub. Calls
-into the hub block, so they run in a thread (``hub_call``) while the daemon answers.
-Every test runs on SQLite and on a real PostgreSQL server.
+Subscription, verification, delivery within a second, renewal, expiry and denial
+(polling resumes), a hub gone silent, restarts, and push turned off. Every test runs on
+SQLite and on a real PostgreSQL server.
 """
 
 from __future__ import annotations
 
-import asyncio
-import socket
+import itertools
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
-import pytest
-
-from aggregator.scheduler import Daemon
 from aggregator.timeutil import from_db, utcnow
-from tests.conftest import Harness
-from tests.hub import Hub
-from tests.receivers import WebhookReceiver
+from tests import websubrig
+from tests.websubrig import Rig, Running, hub_call, subscribed, until
 
 BACKENDS = ("sqlite", "postgresql")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def feed(hub: str, topic: str, items: int, *, title: str = "Newsroom") -> bytes:
-    """An RSS feed naming ``hub`` and ``topic`` (atom:link), its newest ``items`` items."""
-    entries = "".join(
-        f"<item><guid isPermaLink='false'>item-{n}</guid><title>Item {n}</title>"
-        f"<description>Report number {n} of the day.</description></item>"
-        for n in range(items, 0, -1)
-    )
-    return (
-        "<?xml version='1.0'?><rss version='2.0' xmlns:atom='http://www.w3.org/2005/Atom'>"
-        f"<channel><title>{title}</title><link>https://news.example/</link>"
-        f"<atom:link rel='hub' href='{hub}'/><atom:link rel='self' href='{topic}'/>"
-        f"{entries}</channel></rss>"
-    ).encode()
-
-
-@pytest.fixture(name="hub")
-def _hub() -> Iterator[Hub]:
-    hub = Hub()
-    yield hub
-    hub.stop()
-
-
-@pytest.fixture(name="receiver")
-def _receiver() -> Iterator[WebhookReceiver]:
-    rec = WebhookReceiver()
-    yield rec
-    rec.stop()
-
-
-class Rig:
-    """A harness with one pushed source ("news"), the hub, and a webhook sink."""
-
-    def __init__(self, harness: Harness, hub: Hub, receiver: WebhookReceiver) -> None:
-        self.harness, self.hub, self.receiver = harness, hub, receiver
-        self.port = free_port()
-        self.topic = harness.server.url("/feed.xml")
-        self.items = 3
-        self.websub = ""
-        self.interval = "1s"
-
-    @property
-    def callback(self) -> str:
-        return f"http://127.0.0.1:{self.port}/websub"
-
-    def publish_locally(self) -> bytes:
-        """Put the next version of the feed on the test server; return its body."""
-        body = feed(self.hub.url, self.topic, self.items)
-        self.harness.server.serve("/feed.xml", body)
-        return body
-
-    def write(self) -> None:
-        self.harness.sources = [
-            {"name": "news", "url": self.topic, "interval": self.interval, "adaptive": False}
-        ]
-        self.harness.extra = (
-            f'[websub]\ncallback = "{self.callback}"\nlisten = "127.0.0.1:{self.port}"\n'
-            f'retry = "1s"\nverify_timeout = "2s"\n{self.websub}\n'
-            '[schedule]\nstartup_spread = "0.05s"\nshutdown_grace = "2s"\n'
-            '[notify]\ncheck_every = "60s"\n'
-            "[[sinks]]\n"
-            f'kind = "webhook"\nname = "hook"\nurl = "{self.receiver.url()}"\n'
-        )
-
-    def row(self) -> dict[str, Any]:
-        [row] = self.harness.rows("SELECT * FROM websub")
-        return row
-
-    def feed_hits(self) -> int:
-        return len(self.harness.server.hits("/feed.xml"))
-
-    def pushed(self) -> list[dict[str, Any]]:
-        return self.harness.rows("SELECT * FROM fetches WHERE via = 'push' ORDER BY id")
-
-
-@pytest.fixture(name="rig")
-def _rig(harness: Harness, hub: Hub, receiver: WebhookReceiver) -> Rig:
-    rig = Rig(harness, hub, receiver)
-    rig.publish_locally()
-    rig.write()
-    return rig
-
-
-async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Return once ``condition()`` holds (checked every 10 ms); fail after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {seconds} s")
-        await asyncio.sleep(0.01)
-
-
-async def hub_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a blocking hub call in a thread, so the daemon in this loop can answer it."""
-    return await asyncio.to_thread(fn, *args, **kwargs)
-
-
-class Running:
-    """The daemon running in this event loop, started by ``async with``."""
-
-    def __init__(self, rig: Rig) -> None:
-        self.rig = rig
-        self.daemon = Daemon(rig.harness.config(), handle_signals=False)
-
-    async def __aenter__(self) -> Daemon:
-        self.task = asyncio.create_task(self.daemon.run())
-        return self.daemon
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.daemon.stop()
-        await self.task
-
-
-async def subscribed(rig: Rig) -> None:
-    """Wait until the hub holds a verified subscription of the source."""
-    await until(lambda: bool(rig.hub.subscribers(rig.topic)))
-    await until(lambda: rig.row()["state"] == "active")
+_hub, _receiver, _rig = websubrig._hub, websubrig._receiver, websubrig._rig  # fixtures
 
 
 async def test_subscribes_with_a_secret_and_answers_the_verification(rig: Rig) -> None:
@@ -176,7 +45,6 @@ async def test_a_signed_delivery_is_stored_and_sent_within_a_second(rig: Rig) ->
     webhook sink within 1 s, with no poll of the feed in between."""
     async with Running(rig):
         await subscribed(rig)
-        await until(lambda: len(rig.receiver.received) == 0 or True)
         polls = rig.feed_hits()
         rig.items = 4
         body = rig.publish_locally()
@@ -190,3 +58,82 @@ async def test_a_signed_delivery_is_stored_and_sent_within_a_second(rig: Rig) ->
     assert fetch["outcome"] == "changed" and fetch["changes"] == 1
     [event] = [r.json for r in rig.receiver.received]
     assert event["type"] == "change" and event["kind"] == "new"
+
+
+async def test_renews_before_the_lease_ends_with_a_new_secret(rig: Rig) -> None:
+    """With a 2 s lease the daemon asks again at 80 % of it, with a new secret; once the hub
+    verifies, deliveries signed with the old secret are ignored, the new one's stored."""
+    rig.hub.lease_seconds = 2
+    async with Running(rig):
+        await subscribed(rig)
+        first = rig.hub.requests[0]["hub.secret"]
+        verified = time.time()
+        await until(lambda: sum(v.echoed for v in rig.hub.verifications) >= 2, 5)
+        renewed = time.time() - verified
+        second = rig.hub.requests[1]
+        await until(lambda: rig.row()["secret"] == second["hub.secret"])
+        callback = second["hub.callback"]
+        rig.items = 4
+        body = rig.publish_locally()
+        old = await hub_call(rig.hub.deliver, callback, body, topic=rig.topic, secret=first)
+        assert old.status == 202 and rig.pushed() == []
+        [new] = await hub_call(rig.hub.publish, rig.topic, body)
+        assert new.status == 202
+        await until(lambda: len(rig.pushed()) == 1)
+    assert 1.2 < renewed < 2.0  # before the lease ended
+    assert second["hub.mode"] == "subscribe" and second["hub.secret"] != first
+    assert callback == rig.hub.requests[0]["hub.callback"]  # the same subscription, renewed
+    assert rig.row()["rejected"] == 1
+
+
+async def test_a_lapsed_lease_puts_the_source_back_on_polling(rig: Rig) -> None:
+    """When the hub refuses the renewal, the subscription expires with its lease and the
+    feed is polled again at its interval."""
+    rig.hub.lease_seconds = 2
+    async with Running(rig):
+        await subscribed(rig)
+        rig.hub.refuse = 503
+        polls = rig.feed_hits()
+        await until(lambda: rig.row()["state"] == "expired", 5)
+        lapsed = time.time()
+        await until(lambda: rig.feed_hits() >= polls + 3, 5)
+        resumed = [h.at for h in rig.harness.server.hits("/feed.xml")][polls:]
+    assert resumed[0] - lapsed < 1.0  # due at once when the lease lapsed
+    assert resumed[2] - resumed[1] < 1.6  # then at the 1 s interval
+    row = rig.row()
+    assert "lapsed" in row["last_error"] or "HTTP 503" in row["last_error"]
+    assert any(r["hub.mode"] == "subscribe" for r in rig.hub.requests[1:])  # renewal asked
+
+
+async def test_a_denial_puts_the_source_back_on_polling(rig: Rig) -> None:
+    """A hub that denies the subscription (hub.mode=denied) gets its denial acknowledged;
+    the source stays on its polling and the hub is asked again later."""
+    rig.hub.deny = True
+    async with Running(rig):
+        await until(lambda: rig.harness.rows("SELECT state FROM websub") == [{"state": "denied"}])
+        polls = rig.feed_hits()
+        await until(lambda: rig.feed_hits() >= polls + 2, 5)
+    denials = rig.hub.verifications
+    assert denials and all(d.mode == "denied" and d.status == 200 for d in denials)
+    assert all(b.at - a.at >= 0.9 for a, b in itertools.pairwise(denials))  # retry = "1s"
+    row = rig.row()
+    assert row["last_error"] == "denied by the hub: no thanks" and row["secret"] is None
+    assert rig.hub.subscriptions == {}
+
+
+async def test_a_silent_hub_hands_the_source_back_to_polling(rig: Rig) -> None:
+    """A safety poll that finds a change the hub never pushed makes the subscription silent
+    (polled at the interval); the hub's next delivery makes it live again."""
+    rig.interval, rig.websub = "0.3s", 'safety_poll = "1.5s"'
+    rig.write()
+    async with Running(rig):
+        await subscribed(rig)
+        rig.items = 4
+        rig.publish_locally()  # changed, but the hub says nothing
+        await until(lambda: rig.row()["state"] == "silent", 5)
+        polls = rig.feed_hits()
+        await until(lambda: rig.feed_hits() >= polls + 3, 3)  # at the 0.3 s interval
+        rig.items = 5
+        await hub_call(rig.hub.publish, rig.topic, rig.publish_locally())
+        await until(lambda: rig.row()["state"] == "active")
+    assert rig.row()["deliveries"] == 1

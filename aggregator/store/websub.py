@@ -464,8 +464,6 @@ def poll_now(store: Store, source_id: int) -> None:
 
 def report(db: Database) -> list[dict[str, Any]]:
     """Each source's push state, for ``aggregator sources`` (by source name)."""
-    if "websub" not in db.table_names():
-        return []
     return db.rows(
         "SELECT s.name, w.state, w.hub, w.topic, w.pending, w.expires_at, w.next_action_at,"
         " w.failures, w.last_error, w.deliveries, w.last_delivery_at, w.rejected"

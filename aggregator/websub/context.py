@@ -22,6 +22,8 @@ class Context:
     node_id: str
     #: Make the daemon's claim loop look for due sources by this time (epoch seconds).
     wake: Callable[[float], None] = lambda at: None
+    #: Make the subscription manager look again now (a verification changed its plans).
+    kick: Callable[[], None] = lambda: None
     #: Sources with a live subscription, and when each lease lapses (epoch seconds).
     live: dict[int, float] = field(default_factory=dict)
     _index: dict[int, SourceConfig] = field(default_factory=dict, repr=False)

@@ -61,6 +61,7 @@ class WebSub:
         self.known: dict[int, tuple[str | None, str | None]] = {}
         self.server: CallbackServer | None = None
         self.kick = asyncio.Event()
+        self.ctx.kick = self.kick.set
         self.tasks: set[asyncio.Task[None]] = set()
         self._off: frozenset[int] = frozenset()
 

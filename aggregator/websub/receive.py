@@ -91,6 +91,7 @@ class Receiver:
             return Answer(404, "no such request: this callback did not ask for that")
         state, row = found
         self._noted(state, row, lease, params.get("hub.reason", ""))
+        self.ctx.kick()  # the row's next action moved
         return Answer(200, "" if mode == "denied" else challenge)
 
     def _noted(self, state: str, row: db_websub.Subscription, lease: int, reason: str) -> None:
