@@ -468,6 +468,8 @@ class Daemon(Housekeeping):
             self.intervals.pop(name, None)
         await self.store_reset(changed)
         await self.schedule_sources(added | changed)
+        if self.push is not None:  # a source's push setting may have changed
+            self.push.kick.set()
         self.schedule_digests()
         log.info(
             "config.reloaded",

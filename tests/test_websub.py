@@ -8,8 +8,13 @@ SQLite and on a real PostgreSQL server.
 from __future__ import annotations
 
 import itertools
+import socket
 import time
 
+import pytest
+from click.testing import CliRunner
+
+from aggregator.cli import main
 from aggregator.timeutil import from_db, utcnow
 from tests import websubrig
 from tests.websubrig import Rig, Running, hub_call, subscribed, until
@@ -137,3 +142,58 @@ async def test_a_silent_hub_hands_the_source_back_to_polling(rig: Rig) -> None:
         await hub_call(rig.hub.publish, rig.topic, rig.publish_locally())
         await until(lambda: rig.row()["state"] == "active")
     assert rig.row()["deliveries"] == 1
+
+
+async def test_subscriptions_survive_a_restart(rig: Rig) -> None:
+    """A restarted daemon keeps its subscription (no new request, no start-up poll of the
+    pushed feed) and stores the hub's next delivery."""
+    async with Running(rig):
+        await subscribed(rig)
+    polls = rig.feed_hits()
+    async with Running(rig):
+        rig.items = 4
+        [delivery] = await hub_call(rig.hub.publish, rig.topic, rig.publish_locally())
+        await until(lambda: len(rig.pushed()) == 1)
+        await until(lambda: len(rig.receiver.received) == 1)
+    assert delivery.status == 202
+    assert len(rig.hub.requests) == 1 and rig.feed_hits() == polls
+    assert rig.row()["state"] == "active"
+
+
+async def test_without_a_callback_nothing_is_asked_and_sources_says_why(rig: Rig) -> None:
+    """With no [websub] callback the hub is recorded but never asked, no endpoint listens,
+    the feed is polled at its interval, and `sources` says why push is off."""
+    rig.with_callback = False
+    rig.write()
+    async with Running(rig):
+        await until(lambda: rig.feed_hits() >= 3, 5)
+    assert rig.hub.requests == []
+    row = rig.row()
+    assert row["state"] == "discovered" and row["next_action_at"] is None
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", rig.port), timeout=1):
+        pass
+    listed = CliRunner().invoke(main, ["sources", "--config", str(rig.harness.config_path)])
+    assert listed.exit_code == 0, listed.output
+    assert f"news: push off: {rig.hub.url} offers it, but no [websub] callback is set" in (
+        listed.output
+    )
+    assert "push (WebSub): off for every source: no [websub] callback is set" in listed.output
+
+
+async def test_push_off_unsubscribes_and_polls_again(rig: Rig) -> None:
+    """Setting push = "off" (and reloading) unsubscribes at the hub, which verifies it;
+    the source is polled at its interval, and the old callback answers 410."""
+    async with Running(rig) as daemon:
+        await subscribed(rig)
+        callback = rig.hub.requests[0]["hub.callback"]
+        rig.push = "off"
+        rig.write()
+        await daemon.reload()
+        await until(lambda: rig.row()["state"] == "off", 5)
+        polls = rig.feed_hits()
+        await until(lambda: rig.feed_hits() >= polls + 2, 4)
+        late = await hub_call(rig.hub.deliver, callback, b"<rss/>", topic=rig.topic, secret="x")
+    assert [r["hub.mode"] for r in rig.hub.requests] == ["subscribe", "unsubscribe"]
+    assert rig.hub.verifications[-1].mode == "unsubscribe" and rig.hub.verifications[-1].echoed
+    assert rig.hub.subscriptions == {}
+    assert late.status == 410 and rig.pushed() == []

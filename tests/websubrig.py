@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from aggregator.config import Config
 from aggregator.scheduler import Daemon
 from tests.conftest import Harness
 from tests.hub import Hub
@@ -49,10 +50,14 @@ class Rig:
     def __init__(self, harness: Harness, hub: Hub, receiver: WebhookReceiver) -> None:
         self.harness, self.hub, self.receiver = harness, hub, receiver
         self.port = free_port()
+        #: Where this node's endpoint listens (another node's differs from ``port``).
+        self.listen_port = self.port
         self.topic = harness.server.url("/feed.xml")
         self.items = 3
         self.websub = ""
         self.interval = "1s"
+        self.push = "auto"
+        self.with_callback = True
 
     @property
     def callback(self) -> str:
@@ -66,16 +71,21 @@ class Rig:
 
     def write(self) -> None:
         self.harness.sources = [
-            {"name": "news", "url": self.topic, "interval": self.interval, "adaptive": False}
-        ]
+            {
+                "name": "news", "url": self.topic, "interval": self.interval, "adaptive": False,
+                "push": self.push,
+            }
+        ]  # fmt: skip
+        callback = f'callback = "{self.callback}"\n' if self.with_callback else ""
         self.harness.extra = (
-            f'[websub]\ncallback = "{self.callback}"\nlisten = "127.0.0.1:{self.port}"\n'
+            f'[websub]\n{callback}listen = "127.0.0.1:{self.listen_port}"\n'
             f'retry = "1s"\nverify_timeout = "2s"\n{self.websub}\n'
             '[schedule]\nstartup_spread = "0.05s"\nshutdown_grace = "2s"\n'
             '[notify]\ncheck_every = "60s"\n'
             "[[sinks]]\n"
             f'kind = "webhook"\nname = "hook"\nurl = "{self.receiver.url()}"\n'
         )
+        self.harness.config()  # written (a running daemon reads it on reload)
 
     def row(self) -> dict[str, Any]:
         [row] = self.harness.rows("SELECT * FROM websub")
@@ -127,9 +137,9 @@ async def hub_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 class Running:
     """The daemon running in this event loop, started by ``async with``."""
 
-    def __init__(self, rig: Rig) -> None:
+    def __init__(self, rig: Rig, config: Config | None = None) -> None:
         self.rig = rig
-        self.daemon = Daemon(rig.harness.config(), handle_signals=False)
+        self.daemon = Daemon(config or rig.harness.config(), handle_signals=False)
 
     async def __aenter__(self) -> Daemon:
         self.task = asyncio.create_task(self.daemon.run())
