@@ -14,6 +14,7 @@ and the write on the store's thread, which does nothing else.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -143,7 +144,9 @@ class Pipeline:
         store and outbox; never raises for the body's faults.
 
         Its ``fetches`` row says ``via = 'push'``; the source's validators (ETag,
-        Last-Modified) stay those of its last poll. ``headers`` are in lower case.
+        Last-Modified) stay those of its last poll. ``headers`` are in lower case. A hub
+        may push only what is new (WebSub 7 allows a diff), so a pushed listing removes
+        nothing: removals wait for the next poll.
         """
         with structlog.contextvars.bound_contextvars(source=source.name, via="push"):
             try:
@@ -155,7 +158,7 @@ class Pipeline:
                 record = fetch_record(state.url, response)
                 record.via, record.etag = "push", state.etag
                 record.last_modified = state.last_modified
-                result = await self._read(source, source_id, state, response, record)
+                result = await self._read(source, source_id, state, response, record, partial=True)
             except Exception as exc:  # a bug must not lose the daemon
                 log.exception("push.crashed", error=str(exc))
                 result = PollResult(source.name, "error", error=f"internal error: {exc!r}")
@@ -186,8 +189,13 @@ class Pipeline:
         response: Response,
         record: FetchRecord,
         claim: int | None = None,
+        *,
+        partial: bool = False,
     ) -> PollResult:
-        """Parse and store a response (polled or pushed); an unchanged body is only logged."""
+        """Parse and store a response (polled or pushed); an unchanged body is only logged.
+
+        ``partial``: the body may list only some entries (a push): none is taken as removed.
+        """
         result = PollResult(
             source.name, record.outcome, status=response.status, cache_max_age=response.freshness
         )
@@ -204,6 +212,10 @@ class Pipeline:
         except ParseError as exc:
             return await self._failed(source, source_id, record, exc, result, claim=claim)
         record.parse_ms = output.parse_ms
+        if partial:
+            output = dataclasses.replace(
+                output, parsed=dataclasses.replace(output.parsed, complete=False)
+            )
         for warning in output.warnings:
             log.warning("parse.warning", warning=warning)
         self.hints[source.name] = (output.parsed.ttl_seconds, output.parsed.skip_hours)

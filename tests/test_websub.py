@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from aggregator.cli import main
 from aggregator.timeutil import from_db, utcnow
 from tests import websubrig
-from tests.websubrig import Rig, Running, hub_call, subscribed, until
+from tests.websubrig import Rig, Running, feed, hub_call, subscribed, until
 
 BACKENDS = ("sqlite", "postgresql")
 _hub, _receiver, _rig = websubrig._hub, websubrig._receiver, websubrig._rig  # fixtures
@@ -197,3 +197,36 @@ async def test_push_off_unsubscribes_and_polls_again(rig: Rig) -> None:
     assert rig.hub.verifications[-1].mode == "unsubscribe" and rig.hub.verifications[-1].echoed
     assert rig.hub.subscriptions == {}
     assert late.status == 410 and rig.pushed() == []
+
+
+async def test_a_hub_in_the_link_headers_is_asked_before_the_documents(rig: Rig) -> None:
+    """When the feed's response has Link headers naming a hub and self, that hub is asked
+    for that topic, not the hub the document names."""
+    topic = rig.harness.server.url("/canonical.xml")
+    body = rig.publish_locally().replace(rig.hub.url.encode(), b"http://127.0.0.1:9/dead-hub")
+    rig.harness.server.serve(
+        "/feed.xml", body, headers={"Link": f'<{rig.hub.url}>; rel="hub", <{topic}>; rel="self"'}
+    )
+    async with Running(rig):
+        await until(lambda: bool(rig.hub.subscribers(topic)))
+    [request] = rig.hub.requests
+    assert request["hub.topic"] == topic
+    assert rig.row()["hub"] == rig.hub.url
+
+
+async def test_a_push_of_only_what_is_new_removes_nothing(rig: Rig) -> None:
+    """A hub may push a diff (WebSub 7): a body listing the new item and the oldest one
+    adds the new item and takes none of those left out as removed (a poll would)."""
+    async with Running(rig):
+        await subscribed(rig)
+        rig.items = 4
+        rig.publish_locally()
+        diff = feed(rig.hub.url, rig.topic, 4, only=[4, 1])
+        [delivery] = await hub_call(rig.hub.publish, rig.topic, diff)
+        await until(lambda: len(rig.receiver.received) == 1)
+    assert delivery.status == 202
+    kinds = [r["kind"] for r in rig.harness.rows("SELECT kind FROM changes ORDER BY id")]
+    assert kinds == ["new", "new", "new", "new"]
+    assert rig.harness.rows("SELECT count(*) AS n FROM entries WHERE removed_at IS NULL") == [
+        {"n": 4}
+    ]

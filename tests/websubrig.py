@@ -29,12 +29,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def feed(hub: str, topic: str, items: int, *, title: str = "Newsroom") -> bytes:
-    """An RSS feed naming ``hub`` and ``topic`` (atom:link), its newest ``items`` items."""
+def feed(
+    hub: str, topic: str, items: int, *, title: str = "Newsroom", only: list[int] | None = None
+) -> bytes:
+    """An RSS feed naming ``hub`` and ``topic`` (atom:link): items ``items`` down to 1, or
+    those in ``only``."""
     entries = "".join(
         f"<item><guid isPermaLink='false'>item-{n}</guid><title>Item {n}</title>"
         f"<description>Report number {n} of the day.</description></item>"
-        for n in range(items, 0, -1)
+        for n in (only if only is not None else range(items, 0, -1))
     )
     return (
         "<?xml version='1.0'?><rss version='2.0' xmlns:atom='http://www.w3.org/2005/Atom'>"

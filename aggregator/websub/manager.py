@@ -153,7 +153,7 @@ class WebSub:
         )
         state = await store.call(call)
         if state == "discovered":
-            log.info("websub.hub_found", source=source.name, hub=hub, topic=topic)
+            log.debug("websub.hub_found", source=source.name, hub=hub, topic=topic)
             self.ctx.live.pop(source_id, None)
             self.kick.set()
         elif state == "none":
