@@ -158,7 +158,7 @@ class Pipeline:
                 record = fetch_record(state.url, response)
                 record.via, record.etag = "push", state.etag
                 record.last_modified = state.last_modified
-                result = await self._read(source, source_id, state, response, record, partial=True)
+                result = await self._read(source, source_id, state, response, record, pushed=True)
             except Exception as exc:  # a bug must not lose the daemon
                 log.exception("push.crashed", error=str(exc))
                 result = PollResult(source.name, "error", error=f"internal error: {exc!r}")
@@ -190,11 +190,13 @@ class Pipeline:
         record: FetchRecord,
         claim: int | None = None,
         *,
-        partial: bool = False,
+        pushed: bool = False,
     ) -> PollResult:
         """Parse and store a response (polled or pushed); an unchanged body is only logged.
 
-        ``partial``: the body may list only some entries (a push): none is taken as removed.
+        ``pushed``: the body may list only some entries, so none is taken as removed; it
+        is written in a transaction of its own, not grouped with polls (on PostgreSQL it
+        may lock a source another node is polling: alone, it cannot deadlock with them).
         """
         result = PollResult(
             source.name, record.outcome, status=response.status, cache_max_age=response.freshness
@@ -212,7 +214,7 @@ class Pipeline:
         except ParseError as exc:
             return await self._failed(source, source_id, record, exc, result, claim=claim)
         record.parse_ms = output.parse_ms
-        if partial:
+        if pushed:
             output = dataclasses.replace(
                 output, parsed=dataclasses.replace(output.parsed, complete=False)
             )
@@ -220,6 +222,10 @@ class Pipeline:
             log.warning("parse.warning", warning=warning)
         self.hints[source.name] = (output.parsed.ttl_seconds, output.parsed.skip_hours)
         result.push_links = discover(response.headers, output.parsed, response.final_url)
+        if pushed:
+            return await self.store.call(
+                self._store_alone, source, source_id, output, record, result
+            )
         return await self.store.write(self._store, source, source_id, output, record, result, claim)
 
     async def _failed(
@@ -250,6 +256,11 @@ class Pipeline:
         if state is None:
             raise StoreError(f"no source with id {source_id}")
         return state
+
+    def _store_alone(self, *args: Any) -> PollResult:
+        """``_store`` in a transaction of its own; runs on the store's thread."""
+        with self.store.store.db.atomic():
+            return self._store(*args)
 
     def _store(
         self,

@@ -236,6 +236,11 @@ def release(db: Database, sub_id: int, node_id: str) -> None:
     )
 
 
+def release_node(db: Database, node_id: str) -> None:
+    """A stopping node gives back the rows it was acting on (another may take them now)."""
+    db.execute("UPDATE websub SET busy_by = NULL, busy_until = NULL WHERE busy_by = ?", [node_id])
+
+
 def begin_request(
     db: Database, sub: Subscription, mode: str, *, token: str, secret: str | None, wait: float
 ) -> Subscription | None:

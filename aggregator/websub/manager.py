@@ -185,18 +185,23 @@ class WebSub:
         """Act on due subscriptions until cancelled (does nothing if push is off)."""
         if not self.enabled:
             return
-        while True:
-            self.kick.clear()
-            try:
-                wait = await self._round()
-            except ConnectionLost:
-                wait = 1.0
-            except Exception as exc:  # must never stop the daemon
-                log.warning("websub.round_failed", error=str(exc))
-                wait = 5.0
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self.kick.wait()
+        try:
+            while True:
+                self.kick.clear()
+                try:
+                    wait = await self._round()
+                except ConnectionLost:
+                    wait = 1.0
+                except Exception as exc:  # must never stop the daemon
+                    log.warning("websub.round_failed", error=str(exc))
+                    wait = 5.0
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self.kick.wait()
+        finally:  # give back the rows this node was acting on: another may take them now
+            with contextlib.suppress(Exception):
+                store = self.ctx.store
+                await store.call(db_websub.release_node, store.store.db, self.ctx.node_id)
 
     async def _round(self) -> float:
         """Act on what is due; seconds until the next look."""
