@@ -76,8 +76,9 @@ async def test_a_verification_we_did_not_ask_for_is_refused(rig: Rig) -> None:
 
 
 async def test_bad_deliveries_are_refused_and_nothing_is_stored(rig: Rig) -> None:
-    """A body over [fetch] max_bytes (413), a content type a feed is not (415) and a topic
-    other than the subscribed one (400) are refused, even signed; nothing is stored."""
+    """A body over [fetch] max_bytes (413), a content type a feed is not or a compressed
+    body (415), and a topic other than the subscribed one (400) are refused, even signed;
+    nothing is stored."""
     rig.harness.extra = ""
     rig.write()
     rig.harness.extra += "[fetch]\nmax_bytes = 4000\n"
@@ -100,12 +101,13 @@ async def test_bad_deliveries_are_refused_and_nothing_is_stored(rig: Rig) -> Non
         statuses = [
             await hub_call(send, big),
             await hub_call(send, body, content_type="text/html"),
+            await hub_call(send, body, headers={"Content-Encoding": "gzip"}),
             await hub_call(send, body, topic=rig.harness.server.url("/other.xml")),
         ]
     assert len(big) > 4000
-    assert statuses == [413, 415, 400]
+    assert statuses == [413, 415, 415, 400]
     assert rig.pushed() == [] and changes(rig) == before and rig.receiver.received == []
-    assert rig.row()["rejected"] == 3
+    assert rig.row()["rejected"] == 4
 
 
 async def test_a_replayed_delivery_is_not_stored_again(rig: Rig) -> None:

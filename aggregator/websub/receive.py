@@ -6,7 +6,8 @@ A denial (5.2) puts the source back on polling.
 
 A delivery (7, 8) goes through, in order: a known, subscribed callback (404 / 410),
 the size limit (413), the signature (a bad one is ignored and logged, and answered
-202 as the spec asks, so a forger learns nothing), the content type (415), the topic
+202 as the spec asks, so a forger learns nothing), the content type and encoding
+(415), the topic
 its ``Link: rel="self"`` names (400), and the replay check (a delivery already stored
 under the current secret is not stored again). Only then is the body parsed and
 stored, through the pipeline, like a poll. Nothing of a refused delivery is stored.
@@ -136,6 +137,9 @@ class Receiver:
         if not signature.signature_ok(given, body, (sub.secret, sub.new_secret)):
             await self._refuse(sub, 202, "a delivery with a missing or bad signature was ignored")
             return Answer(202)
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            return await self._refuse(sub, 415, f"a {encoding}-encoded delivery is not read")
         ctype = headers.get("content-type", "")
         if not accepts(source.kind, ctype):
             text = f"content type {ctype or 'none'!r} is not one a {source.kind} source reads"
