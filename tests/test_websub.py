@@ -39,9 +39,10 @@ async def test_subscribes_with_a_secret_and_answers_the_verification(rig: Rig) -
     row = rig.row()
     assert row["secret"] == request["hub.secret"] and row["token"] == token
     assert row["lease_seconds"] == rig.hub.lease_seconds
-    [source] = rig.harness.rows("SELECT next_check_at FROM sources")
+    [source] = rig.harness.rows("SELECT next_check_at, schedule_reason FROM sources")
     wait = (from_db(source["next_check_at"]) - utcnow()).total_seconds()
     assert 3000 < wait <= 3600  # the safety poll, 1 h by default
+    assert source["schedule_reason"] == "push: safety poll"
     assert rig.feed_hits() == 1
 
 

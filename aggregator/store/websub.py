@@ -17,7 +17,8 @@ a verification is answered only for a request we made. ``secret`` signs deliveri
 ``new_secret`` is the one a pending request sent (each renewal rotates it; both are
 accepted until the hub verifies). ``next_action_at`` is when some node should act on
 the row next (subscribe, renew, give up waiting, expire); the node doing it holds
-``busy_by`` until ``busy_until``. Any node answers the hub's calls, from these rows.
+``busy_by`` until ``busy_until``. Any node answers the hub's calls, from these rows
+(``store/websub_callback.py``).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def by_token(db: Database, token: str) -> Subscription | None:
     return _one(db, f"SELECT {_COLUMNS} FROM websub WHERE token = ?", [token])
 
 
-def _update(
+def update(
     db: Database, sub_id: int, sets: dict[str, Any], where: str = "", params: tuple[Any, ...] = ()
 ) -> bool:
     """Set ``sets`` on row ``sub_id`` (if ``where`` also holds); True if it did."""
@@ -100,7 +101,8 @@ def _update(
     return cur.fetchone() is not None
 
 
-def _later(seconds: float) -> str:
+def later(seconds: float) -> str:
+    """The database time ``seconds`` from now."""
     return to_db(utcnow() + timedelta(seconds=seconds))
 
 
@@ -144,7 +146,7 @@ def note_discovery(
         if hub is None:
             if row is None or row.state == "none":
                 return None
-            _update(db, row.id, {"state": "none", "pending": None, "next_action_at": None})
+            update(db, row.id, {"state": "none", "pending": None, "next_action_at": None})
             return "none"
         sets: dict[str, Any] = {
             "state": "discovered", "hub": hub, "topic": topic, "token": token, "secret": None,
@@ -161,7 +163,7 @@ def note_discovery(
                 list(sets.values()),
             )
         else:
-            _update(db, row.id, sets)
+            update(db, row.id, sets)
     return "discovered"
 
 
@@ -199,7 +201,7 @@ def claim_due(db: Database, node_id: str, *, limit: int, busy_for: float) -> lis
             db,
             f"UPDATE websub SET busy_by = ?, busy_until = ? WHERE id = ? AND next_action_at <= ?"
             f" AND (busy_until IS NULL OR busy_until < ?) RETURNING {_COLUMNS}",
-            [node_id, _later(busy_for), sub_id, now, now],
+            [node_id, later(busy_for), sub_id, now, now],
         )
         if row is not None:
             claimed.append(row)
@@ -252,14 +254,14 @@ def begin_request(
     state = sub.state if sub.state in SUBSCRIBED else "requested"
     if mode == "unsubscribe":
         state = sub.state
-    deadline = _later(wait)
+    deadline = later(wait)
     if sub.expires_at is not None and sub.state in SUBSCRIBED:
         deadline = min(deadline, sub.expires_at)
     sets = {
         "state": state, "pending": mode, "token": token, "new_secret": secret,
         "requested_at": now_db(), "next_action_at": deadline,
     }  # fmt: skip
-    if not _update(db, sub.id, sets):
+    if not update(db, sub.id, sets):
         return None
     return by_source(db, sub.source_id)
 
@@ -283,10 +285,10 @@ def request_failed(
         if now.pending == "unsubscribe":
             state, at = "off", None
         elif now.state in SUBSCRIBED and now.expires_at is not None:
-            at = min(_later(wait), now.expires_at)
+            at = min(later(wait), now.expires_at)
         else:
-            state, at = "refused", _later(wait)
-        _update(
+            state, at = "refused", later(wait)
+        update(
             db,
             now.id,
             {
@@ -306,10 +308,10 @@ def expire(db: Database, sub: Subscription, *, retry: Callable[[int], float]) ->
     sets = {
         "state": "expired", "pending": None, "new_secret": None, "failures": failures,
         "last_error": "the lease lapsed before a renewal was verified",
-        "last_error_at": now_db(), "next_action_at": _later(retry(failures)),
+        "last_error_at": now_db(), "next_action_at": later(retry(failures)),
     }  # fmt: skip
     where = " AND state IN ('active', 'silent') AND expires_at <= ?"
-    return _update(db, sub.id, sets, where, (now_db(),))
+    return update(db, sub.id, sets, where, (now_db(),))
 
 
 def switch_off(db: Database, source_id: int) -> None:
@@ -318,122 +320,6 @@ def switch_off(db: Database, source_id: int) -> None:
         "UPDATE websub SET state = 'off', pending = NULL, next_action_at = NULL, updated_at = ?"
         " WHERE source_id = ? AND state <> 'off'",
         [now_db(), source_id],
-    )
-
-
-# -- the hub's calls: verification of intent, deliveries ---------------------------------
-
-
-def verify(
-    store: Store,
-    token: str,
-    mode: str,
-    topic: str,
-    *,
-    lease: float | None,
-    reason: str,
-    safety_poll: float,
-    retry: Callable[[int], float],
-) -> tuple[str, Subscription] | None:
-    """Answer a verification of intent (or a denial) the hub sent to callback ``token``.
-
-    Only a request we made is confirmed: a ``subscribe`` or ``unsubscribe`` for the
-    topic of the row, while that request is pending. A confirmed subscription is live
-    (its source's next check moves out to the safety poll); a denial puts its source
-    back on polling at once.
-
-    Returns:
-        The row's new state and the row as it was, or ``None`` when we asked for no
-        such thing (answer 404).
-    """
-    db = store.db
-    store.flush()  # a planned check waiting to be written must not undo the one set here
-    with db.atomic():
-        row = by_token(db, token)
-        if row is None or row.topic != topic or row.state in ("off", "none"):
-            return None
-        if mode in ("subscribe", "unsubscribe") and row.pending != mode:
-            return None
-        if mode == "subscribe":
-            return _confirmed(store, row, lease, safety_poll), row
-        if mode == "unsubscribe":
-            _update(db, row.id, {"state": "off", "pending": None, "next_action_at": None})
-            return "off", row
-        if mode == "denied":
-            failures = row.failures + 1
-            _update(
-                db,
-                row.id,
-                {
-                    "state": "denied", "pending": None, "new_secret": None, "failures": failures,
-                    "last_error": f"denied by the hub: {reason or 'no reason given'}",
-                    "last_error_at": now_db(), "next_action_at": _later(retry(failures)),
-                },
-            )  # fmt: skip
-            poll_soon(db, row.source_id)
-            return "denied", row
-    return None
-
-
-def _confirmed(store: Store, row: Subscription, lease: float | None, safety_poll: float) -> str:
-    db = store.db
-    seconds = int(lease if lease and lease > 0 else (row.lease_seconds or 0)) or 86400
-    secret = row.new_secret or row.secret
-    if secret != row.secret:  # deliveries signed with the old secret are refused from now on
-        db.execute("DELETE FROM websub_seen WHERE source_id = ?", [row.source_id])
-    _update(
-        db,
-        row.id,
-        {
-            "state": "active", "secret": secret, "new_secret": None, "pending": None,
-            "verified_at": now_db(), "lease_seconds": seconds, "expires_at": _later(seconds),
-            "next_action_at": _later(seconds * RENEW_AT), "failures": 0, "last_error": None,
-        },
-    )  # fmt: skip
-    db.execute(
-        "UPDATE sources SET next_check_at = ? WHERE id = ? AND claimed_by IS NULL"
-        " AND next_check_at < ?",
-        [_later(safety_poll), row.source_id, _later(safety_poll)],
-    )
-    return "active"
-
-
-def take_mark(db: Database, source_id: int, mark: str) -> bool:
-    """Remember a delivery's mark; False if it was seen already (a replay)."""
-    cur = db.execute(
-        "INSERT INTO websub_seen (source_id, mark, received_at) VALUES (?, ?, ?)"
-        " ON CONFLICT (source_id, mark) DO NOTHING RETURNING id",
-        [source_id, mark, now_db()],
-    )
-    return cur.fetchone() is not None
-
-
-def drop_mark(db: Database, source_id: int, mark: str) -> None:
-    """Forget a mark whose delivery could not be stored (the hub's retry is then welcome)."""
-    db.execute("DELETE FROM websub_seen WHERE source_id = ? AND mark = ?", [source_id, mark])
-
-
-def note_delivery(db: Database, sub_id: int) -> bool:
-    """Count a stored delivery; True if it brought a ``silent`` subscription back to life."""
-    cur = db.execute(
-        "UPDATE websub SET deliveries = deliveries + 1, last_delivery_at = ?, state = 'active'"
-        " WHERE id = ? AND state = 'silent' RETURNING id",
-        [now_db(), sub_id],
-    )
-    if cur.fetchone() is not None:
-        return True
-    db.execute(
-        "UPDATE websub SET deliveries = deliveries + 1, last_delivery_at = ? WHERE id = ?",
-        [now_db(), sub_id],
-    )
-    return False
-
-
-def note_rejected(db: Database, sub_id: int, error: str) -> None:
-    """Count a delivery refused or ignored (a bad signature, a replay, a wrong type)."""
-    db.execute(
-        "UPDATE websub SET rejected = rejected + 1, last_error = ?, last_error_at = ? WHERE id = ?",
-        [error, now_db(), sub_id],
     )
 
 
@@ -452,8 +338,8 @@ def poll_soon(db: Database, source_id: int) -> None:
     """Make the source due now (push ended for it), unless a node is polling it."""
     now = now_db()
     db.execute(
-        "UPDATE sources SET next_check_at = ? WHERE id = ? AND claimed_by IS NULL"
-        " AND next_check_at > ?",
+        "UPDATE sources SET next_check_at = ?, schedule_reason = 'push ended: polling'"
+        " WHERE id = ? AND claimed_by IS NULL AND next_check_at > ?",
         [now, source_id, now],
     )
 

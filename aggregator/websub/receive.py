@@ -23,6 +23,7 @@ import structlog
 
 from aggregator.config import SourceConfig
 from aggregator.store import websub as db_websub
+from aggregator.store import websub_callback as db_callback
 from aggregator.store.db import ConnectionLost
 from aggregator.websub import signature
 from aggregator.websub.callback import Answer, Reader
@@ -73,7 +74,7 @@ class Receiver:
         settings = self.ctx.settings
         lease = _seconds(params.get("hub.lease_seconds")) or int(settings.lease)
         call = functools.partial(
-            db_websub.verify,
+            db_callback.verify,
             self.ctx.store.store,
             token,
             mode,
@@ -151,7 +152,7 @@ class Receiver:
             return await self._refuse(sub, 400, text)
         assert given is not None
         mark = signature.mark(given)
-        if not await ctx.store.call(db_websub.take_mark, db, sub.source_id, mark):
+        if not await ctx.store.call(db_callback.take_mark, db, sub.source_id, mark):
             text = "a replay of a delivery already received: not stored again"
             return await self._refuse(sub, 202, text)
         return await self._store(sub, source, body, headers, mark)
@@ -168,9 +169,9 @@ class Receiver:
         db = ctx.store.store.db
         result = await ctx.pipeline.push(source, body, headers)
         if result.error is not None and result.error.startswith("internal error"):
-            await ctx.store.call(db_websub.drop_mark, db, sub.source_id, mark)
+            await ctx.store.call(db_callback.drop_mark, db, sub.source_id, mark)
             return Answer(500, "not stored; try again")
-        if await ctx.store.call(db_websub.note_delivery, db, sub.id):
+        if await ctx.store.call(db_callback.note_delivery, db, sub.id):
             if sub.expires_at is not None:
                 ctx.live[sub.source_id] = time.time() + (sub.expires_in() or 0.0)
             log.info("websub.pushing_again", source=source.name, hub=sub.hub)
@@ -179,5 +180,5 @@ class Receiver:
     async def _refuse(self, sub: db_websub.Subscription, status: int, why: str) -> Answer:
         """Log and count a refused (or ignored) delivery."""
         log.warning("websub.delivery_refused", source=self.ctx.name(sub.source_id), why=why)
-        await self.ctx.store.call(db_websub.note_rejected, self.ctx.store.store.db, sub.id, why)
+        await self.ctx.store.call(db_callback.note_rejected, self.ctx.store.store.db, sub.id, why)
         return Answer(status, why)
