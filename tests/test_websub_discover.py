@@ -8,9 +8,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from typing import Any
 
 import pytest
 
+from aggregator import config
+from aggregator.errors import ConfigError
+from aggregator.models import Parsed
 from aggregator.parse.feed import FeedParser
 from aggregator.websub.discover import Discovery, discover, link_header
 from aggregator.websub.signature import new_secret, new_token, sign, signature_ok
@@ -46,7 +50,7 @@ JSON_FEED = json.dumps(
 ).encode()  # fmt: skip
 
 
-def parsed(body: bytes, ctype: str = "application/rss+xml"):
+def parsed(body: bytes, ctype: str = "application/rss+xml") -> Parsed:
     return FeedParser().parse(body, url=URL, headers={"content-type": ctype})
 
 
@@ -128,3 +132,35 @@ def test_signatures_are_hmac_sha256_or_stronger() -> None:
     assert not signature_ok(sign("other", body), body, [secret])
     assert not signature_ok(sign(secret, body), body + b" ", [secret])
     assert not signature_ok(None, body, [secret])
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"websub": {"callback": "ftp://x.example/cb"}},
+         "x.toml: websub.callback: not an http(s) URL: 'ftp://x.example/cb'"),
+        ({"websub": {"callback": "https://x.example/cb?a=1"}},
+         "x.toml: websub.callback: give a base URL without ?query or #fragment"),
+        ({"websub": {"listen": "8081"}},
+         "x.toml: websub.listen: use host:port, e.g. 127.0.0.1:8081, got '8081'"),
+        ({"websub": {"safety_poll": 3600}}, "x.toml: websub.safety_poll: "),
+        ({"sources": [{"url": "https://a.example/f", "push": "sometimes"}]},
+         "x.toml: sources[0].push: must be one of auto, off, got 'sometimes'"),
+    ],
+)  # fmt: skip
+def test_a_bad_websub_setting_names_the_file_and_key(raw: dict[str, Any], message: str) -> None:
+    """A bad [websub] key or push value is refused at load, naming the file and the key."""
+    with pytest.raises(ConfigError) as caught:
+        config.parse(raw, "x.toml")
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_a_good_websub_setting_is_read() -> None:
+    """callback loses a trailing slash; listen gives host and port; durations are read."""
+    settings = config.parse(
+        {"websub": {"callback": "https://x.example/agg/websub/", "listen": "[::1]:9000",
+                    "safety_poll": "2h"}},
+        "x.toml",
+    ).websub  # fmt: skip
+    assert settings.callback == "https://x.example/agg/websub"
+    assert settings.address == ("::1", 9000) and settings.safety_poll == 7200
