@@ -41,6 +41,8 @@ class Parsed:
         ttl_seconds: how long the publisher asked us to wait (RSS ``<ttl>``).
         skip_hours: UTC hours the publisher asked us not to poll (RSS ``<skipHours>``).
         warnings: problems worth logging that did not stop parsing.
+        hubs: WebSub hubs the document names (``atom:link rel="hub"``, JSON Feed ``hubs``).
+        self_url: the URL the document names as its own (``rel="self"``, ``feed_url``).
     """
 
     items: list[Item]
@@ -49,6 +51,8 @@ class Parsed:
     ttl_seconds: int | None = None
     skip_hours: frozenset[int] = frozenset()
     warnings: list[str] = field(default_factory=list)
+    hubs: tuple[str, ...] = ()
+    self_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

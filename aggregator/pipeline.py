@@ -14,7 +14,9 @@ and the write on the store's thread, which does nothing else.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +32,8 @@ from aggregator.parse import validate_options
 from aggregator.sandbox import ParseOutput, ParsePool, ParseTask
 from aggregator.store import FetchRecord, FetchState, LeaseLost, SourceSpec, Store
 from aggregator.store.thread import StoreThread
+from aggregator.timeutil import now_db
+from aggregator.websub.discover import Discovery, discover
 
 log = structlog.get_logger("aggregator.pipeline")
 
@@ -52,6 +56,8 @@ class PollResult:
     ttl_seconds: int | None = None
     skip_hours: frozenset[int] = frozenset()
     cache_max_age: float | None = None
+    #: What the response said about WebSub push (None: not known from this poll).
+    push_links: Discovery | None = None
 
     @property
     def ok(self) -> bool:
@@ -84,6 +90,8 @@ class Pipeline:
         #: Polls in progress at most (the daemon claims no more than this at once).
         self.capacity = IN_FLIGHT_PER_SLOT * slots
         self._in_flight = asyncio.Semaphore(self.capacity)
+        #: Called with (source, result) after each poll (the daemon's WebSub discovery).
+        self.after_poll: list[Callable[[SourceConfig, PollResult], None]] = []
 
     async def sync(self, keep: set[str] | frozenset[str] = frozenset()) -> dict[str, int]:
         """Register the configured sources in the database (``keep``: others' to leave active)."""
@@ -122,6 +130,39 @@ class Pipeline:
                 log.exception("poll.crashed", error=str(exc))
                 result = PollResult(source.name, "error", error=f"internal error: {exc!r}")
             _log_result(result)
+            for observer in self.after_poll:
+                try:
+                    observer(source, result)
+                except Exception as exc:  # an observer's bug must not fail the poll
+                    log.exception("poll.observer_failed", error=str(exc))
+            return result
+
+    async def push(
+        self, source: SourceConfig, body: bytes, headers: Mapping[str, str]
+    ) -> PollResult:
+        """Store a body a WebSub hub pushed exactly as a polled one: parse pool, detection,
+        store and outbox; never raises for the body's faults.
+
+        Its ``fetches`` row says ``via = 'push'``; the source's validators (ETag,
+        Last-Modified) stay those of its last poll. ``headers`` are in lower case. A hub
+        may push only what is new (WebSub 7 allows a diff), so a pushed listing removes
+        nothing: removals wait for the next poll.
+        """
+        with structlog.contextvars.bound_contextvars(source=source.name, via="push"):
+            try:
+                source_id = self.source_ids[source.name]
+                state = await self._fetch_state(source_id)
+                response = Response(
+                    state.url, state.url, 200, dict(headers), body, started_at=now_db()
+                )
+                record = fetch_record(state.url, response)
+                record.via, record.etag = "push", state.etag
+                record.last_modified = state.last_modified
+                result = await self._read(source, source_id, state, response, record, pushed=True)
+            except Exception as exc:  # a bug must not lose the daemon
+                log.exception("push.crashed", error=str(exc))
+                result = PollResult(source.name, "error", error=f"internal error: {exc!r}")
+            _log_result(result)
             return result
 
     async def _poll(self, source: SourceConfig, claim: int | None = None) -> PollResult:
@@ -140,6 +181,25 @@ class Pipeline:
             record = error_record(state.url, exc)
             return await self._failed(source, source_id, record, exc, claim=claim)
         record = fetch_record(state.url, response)
+        return await self._read(source, source_id, state, response, record, claim)
+
+    async def _read(
+        self,
+        source: SourceConfig,
+        source_id: int,
+        state: FetchState,
+        response: Response,
+        record: FetchRecord,
+        claim: int | None = None,
+        *,
+        pushed: bool = False,
+    ) -> PollResult:
+        """Parse and store a response (polled or pushed); an unchanged body is only logged.
+
+        ``pushed``: the body may list only some entries, so none is taken as removed; it
+        is written in a transaction of its own, not grouped with polls (on PostgreSQL it
+        may lock a source another node is polling: alone, it cannot deadlock with them).
+        """
         result = PollResult(
             source.name, record.outcome, status=response.status, cache_max_age=response.freshness
         )
@@ -148,6 +208,7 @@ class Pipeline:
             record.body_sha256 = None
             await self.store.call(self.store.store.record_unchanged, source_id, record, claim)
             result.outcome = record.outcome
+            result.push_links = discover(response.headers, None, response.final_url)
             return result
         try:
             task = parse_task(source, response, self.config.limits, self._options.get(source.name))
@@ -155,9 +216,18 @@ class Pipeline:
         except ParseError as exc:
             return await self._failed(source, source_id, record, exc, result, claim=claim)
         record.parse_ms = output.parse_ms
+        if pushed:
+            output = dataclasses.replace(
+                output, parsed=dataclasses.replace(output.parsed, complete=False)
+            )
         for warning in output.warnings:
             log.warning("parse.warning", warning=warning)
         self.hints[source.name] = (output.parsed.ttl_seconds, output.parsed.skip_hours)
+        result.push_links = discover(response.headers, output.parsed, response.final_url)
+        if pushed:
+            return await self.store.call(
+                self._store_alone, source, source_id, output, record, result
+            )
         return await self.store.write(self._store, source, source_id, output, record, result, claim)
 
     async def _failed(
@@ -189,6 +259,11 @@ class Pipeline:
             raise StoreError(f"no source with id {source_id}")
         return state
 
+    def _store_alone(self, *args: Any) -> PollResult:
+        """``_store`` in a transaction of its own; runs on the store's thread."""
+        with self.store.store.db.atomic():
+            return self._store(*args)
+
     def _store(
         self,
         source: SourceConfig,
@@ -201,6 +276,7 @@ class Pipeline:
         """Detect and write; runs on the store's thread."""
         store: Store = self.store.store
         parsed, snapshots = output.parsed, output.snapshots
+        store.hold(source_id, claim)  # a push and a poll of one source: one after the other
         changes = detect(
             store.known(source_id),
             snapshots,

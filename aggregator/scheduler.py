@@ -57,6 +57,7 @@ from aggregator.store.cluster import Claimed, ClaimRound, Node, NodeLock
 from aggregator.store.db import ConnectionLost
 from aggregator.store.thread import StoreThread
 from aggregator.timeutil import from_db, now_db, to_db, utcnow
+from aggregator.websub.manager import WebSub
 
 log = structlog.get_logger("aggregator.scheduler")
 
@@ -106,6 +107,8 @@ class Daemon(Housekeeping):
         self.store: StoreThread | None = None
         self.pipeline: Pipeline | None = None
         self.delivery: DeliveryWorker | None = None
+        #: WebSub push: the callback endpoint and subscriptions (``aggregator.websub``).
+        self.push: WebSub | None = None
         self.network = policy.NetworkMonitor(probe_interval=config.schedule.network_retry)
         self.rng = random.Random()
         self.started_at = now_db()
@@ -143,6 +146,8 @@ class Daemon(Housekeeping):
             async with Fetcher(self.config.fetch) as fetcher:
                 self.pipeline = Pipeline(self.config, self.store, fetcher, parsers)
                 await self.sync_sources()
+                self.push = WebSub(self.pipeline, self.node.id, shared=self.shared)
+                await self.push.start(wake=self._look)
                 parsers.start()  # the process tree is complete from the start
                 self._install_signals()
                 await self.schedule_sources()
@@ -167,6 +172,7 @@ class Daemon(Housekeeping):
                 self.start_task(self._heartbeat_loop())
                 self.start_task(self._watchdog_loop())
                 self.start_task(self._retention_loop())
+                self.start_task(self.push.run())
                 await self.stopping.wait()
                 await self._drain()
         finally:
@@ -424,6 +430,8 @@ class Daemon(Housekeeping):
     ) -> None:
         """Plan the next check and hand it to the store's next batched write."""
         assert self.store is not None
+        if self.push is not None:  # a live WebSub subscription: only the safety poll
+            delay, reason = self.push.plan(source_id, delay, reason)
         due = time.time() + max(delay, 0.0)
         interval = self.intervals[name] = interval or self.sources[name].interval
         at = to_db(utcnow() + timedelta(seconds=max(delay, 0.0)))
@@ -442,11 +450,12 @@ class Daemon(Housekeeping):
         except ConfigError as exc:
             log.error("config.reload_failed", path=path, error=str(exc), kept="previous config")
             return
-        fixed = ("storage", "fetch", "parse", "browser", "images")
+        fixed = ("storage", "fetch", "parse", "browser", "images", "websub")
         if any(getattr(new, t) != getattr(self.config, t) for t in fixed):
             log.warning(
                 "config.restart_needed",
-                reason="[storage], [fetch], [parse], [browser] and [images] apply on restart",
+                reason="[storage], [fetch], [parse], [browser], [images] and [websub] apply"
+                " on restart",
             )
             new = new.model_copy(update={t: getattr(self.config, t) for t in fixed})
         old = self.sources
@@ -460,6 +469,8 @@ class Daemon(Housekeeping):
             self.intervals.pop(name, None)
         await self.store_reset(changed)
         await self.schedule_sources(added | changed)
+        if self.push is not None:  # a source's push setting may have changed
+            self.push.kick.set()
         self.schedule_digests()
         log.info(
             "config.reloaded",
@@ -490,6 +501,8 @@ class Daemon(Housekeeping):
         log.info("daemon.stopping", inflight=sorted(self.inflight.values()))
         if self.claimer is not None:  # no new checks from now on
             self.claimer.cancel()
+        if self.push is not None:  # nor pushed ones
+            await self.push.stop()
         self.scheduler.pause()
         pending: set[asyncio.Task[Any]] = set(self.inflight)
         if pending:

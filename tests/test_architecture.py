@@ -31,14 +31,16 @@ FORBIDDEN = {
     "normalize": {"fetch", "store", "notify", "digest", "pipeline", "scheduler", "cli"},
     "detect": {"fetch", "store", "notify", "digest", "pipeline", "scheduler", "cli"},
     "diff": {"fetch", "store", "notify", "digest", "pipeline", "scheduler", "cli"},
-    "parse": {"fetch", "store", "notify", "digest", "pipeline", "scheduler", "cli"},
-    "fetch": {"parse", "store", "notify", "digest", "pipeline", "scheduler", "cli"},
+    "parse": {"fetch", "store", "notify", "digest", "pipeline", "websub", "scheduler", "cli"},
+    "fetch": {"parse", "store", "notify", "digest", "pipeline", "websub", "scheduler", "cli"},
     # the worker boundary: bytes in, items out; nothing that does I/O or SQL
     "sandbox": {"fetch", "store", "notify", "digest", "pipeline", "follow", "scheduler", "cli"},
-    "store": {"fetch", "notify", "digest", "pipeline", "scheduler", "cli"},
+    "store": {"fetch", "notify", "digest", "pipeline", "websub", "scheduler", "cli"},
     "notify": {"parse", "pipeline", "scheduler", "cli"},  # may reuse fetch's HTTP helpers
     "digest": {"fetch", "parse", "pipeline", "scheduler", "cli", "notify"},
     "pipeline": {"scheduler", "cli"},
+    # push sits beside the pipeline, under the scheduler: only its pure discover is used below
+    "websub": {"scheduler", "cli"},
     "scheduler": {"cli"},
     # the browser driver: a tool for fetch and digest, knowing nothing of either
     "chromium": {

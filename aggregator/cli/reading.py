@@ -305,10 +305,16 @@ def sources_command() -> None:
     """Each source: kind, interval, last success, last error, failures, entries, versions.
 
     A source paused or removed in the config is marked so at once, before the next poll.
+    Below the table: where WebSub push stands for each source a hub was found for, and
+    why push is off when it is.
     """
+    from aggregator.store.websub import report
+    from aggregator.websub.report import push_lines
+
     config = found_config()
     with open_reader(config) as reader:
         rows = reader.sources()
+        push = report(reader.db)
     if not rows:
         click.echo("no sources yet: run `aggregator poll` with a config")
         return
@@ -326,6 +332,7 @@ def sources_command() -> None:
         for r in rows
         if r["last_error"]
     ]
+    lines += push_lines(push, config.websub.callback if config else None, config is not None)
     click.echo("\n".join(lines))  # one write: 10,000 sources are 10,000 lines
 
 

@@ -38,6 +38,7 @@ from aggregator.config.models import (
     SinkConfig,
     SourceConfig,
     StorageConfig,
+    WebSubConfig,
     default_database,
     name_from_url,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "SinkConfig",
     "SourceConfig",
     "StorageConfig",
+    "WebSubConfig",
     "default_database",
     "find_config",
     "included_files",

@@ -50,6 +50,8 @@ EVENT_KINDS = (
 #: How a source's page is got, and the kinds a browser may render.
 FETCH_MODES = ("http", "browser")
 BROWSER_KINDS = ("liveblog", "page")
+#: A source's ``push`` setting: subscribe to the publisher's WebSub hub, or never.
+PUSH_MODES = ("auto", "off")
 
 DEFAULT_USER_AGENT = (
     "aggregator/{version} (+https://github.com/aggregator-news/aggregator; news change tracker)"
@@ -233,6 +235,8 @@ class SourceConfig(BaseModel):
     #: With ``fetch = "browser"``: a CSS selector; the page is read once it matches
     #: (default: once the network has been idle for half a second).
     wait_for: str = ""
+    #: WebSub push: ``auto`` subscribes where the publisher offers a hub, ``off`` never.
+    push: str = "auto"
 
     @field_validator("url")
     @classmethod
@@ -242,10 +246,12 @@ class SourceConfig(BaseModel):
             raise ValueError(f"not an http(s) URL: {value!r}")
         return value.strip()
 
-    @field_validator("removals", "rekey")
+    @field_validator("removals", "rekey", "push")
     @classmethod
     def _policy(cls, value: str, info: ValidationInfo) -> str:
-        choices = {"removals": REMOVAL_POLICIES, "rekey": REKEY_POLICIES}[info.field_name]
+        choices = {"removals": REMOVAL_POLICIES, "rekey": REKEY_POLICIES, "push": PUSH_MODES}[
+            info.field_name
+        ]
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
         return value
@@ -497,6 +503,50 @@ class ServeConfig(_Strict):
         return value
 
 
+class WebSubConfig(_Strict):
+    """``[websub]``: push from publishers' WebSub hubs (docs/websub.md)."""
+
+    #: The public base URL a hub reaches the daemon's callback at (behind a reverse
+    #: proxy); each subscription adds an unguessable path to it. Unset: push is off.
+    callback: str | None = None
+    #: Where the daemon's callback endpoint listens (``host:port``; loopback by default).
+    listen: str = "127.0.0.1:8081"
+    #: How often a source with a live subscription is still polled, to catch what a hub missed.
+    safety_poll: Duration = 3600.0
+    #: The lease asked of hubs (the hub decides; renewed before it ends).
+    lease: Duration = 7 * 86400.0
+    #: A subscription request the hub has not verified by then counts as refused.
+    verify_timeout: Duration = 300.0
+    #: The first wait before asking a hub again after a refusal (doubles, up to a day).
+    retry: Duration = 3600.0
+
+    @field_validator("callback")
+    @classmethod
+    def _callback(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"give a base URL without ?query or #fragment, got {value!r}")
+        return value.strip().rstrip("/")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, _, port = value.strip().rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"use host:port, e.g. 127.0.0.1:8081, got {value!r}")
+        return value.strip()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``listen`` as (host, port), brackets of an IPv6 host removed."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class Config(_Strict):
     """The whole configuration file."""
 
@@ -514,6 +564,7 @@ class Config(_Strict):
     sinks: list[SinkConfig] = Field(default_factory=list)
     digests: list[DigestConfig] = Field(default_factory=list)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    websub: WebSubConfig = Field(default_factory=WebSubConfig)
     path: str = ""  # where it was read from (set by load)
 
     def source(self, name: str) -> SourceConfig:

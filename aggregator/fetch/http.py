@@ -183,6 +183,48 @@ class Fetcher:
         clock.stamp(response)
         return response
 
+    async def post_form(
+        self, url: str, form: Mapping[str, str], *, origin: str, answer_bytes: int = 4096
+    ) -> tuple[int, str]:
+        """POST ``form`` to ``url`` (a WebSub hub) under the same rules as a fetch.
+
+        The total deadline, the concurrency caps and ``netguard`` apply; loopback is
+        allowed only when ``origin`` (the source the request is for) is on loopback.
+        Redirects are not followed (a form must not be re-sent elsewhere).
+
+        Returns:
+            The status and the start of the answer's text (``answer_bytes`` at most).
+
+        Raises:
+            FetchError: the address is refused, or the request failed or timed out.
+        """
+        local = await check_url(origin, allow_loopback=True, allow_private=True)
+        host = urlsplit(url).hostname or ""
+        async with self._global, self._hosts[host]:
+            try:
+                async with asyncio.timeout(self.config.timeout):
+                    await check_url(
+                        url, allow_loopback=local, allow_private=self.config.allow_private
+                    )
+                    request = self.client.build_request("POST", url, data=dict(form))
+                    response = await self.client.send(request, stream=True)
+                    try:
+                        encoding = response.headers.get("content-encoding", "identity")
+                        body = await read_capped(
+                            response.aiter_raw(), encoding.lower().strip(), answer_bytes
+                        )
+                    except FetchError:  # a long answer: its start says enough
+                        body = b""
+                    finally:
+                        await response.aclose()
+            except TimeoutError:
+                raise FetchError(
+                    f"timed out: no complete response within {self.config.timeout:g}s"
+                ) from None
+            except httpx.HTTPError as exc:
+                raise FetchError(describe_httpx_error(exc)) from None
+        return response.status_code, body.decode("utf-8", "replace").strip()
+
     async def _within_deadline(
         self, url: str, headers: dict[str, str], own: dict[str, str]
     ) -> Response:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aggregator.errors import ParseError
 from aggregator.models import Item, Parsed
 from aggregator.normalize import item_key, unique_keys
-from aggregator.parse import fastrss, xmlsafe
+from aggregator.parse import fastrss, hublinks, xmlsafe
 from aggregator.parse.encoding import decode_json, repair_utf8
 from aggregator.timeutil import iso_to_db, struct_to_db
 
@@ -69,7 +69,7 @@ class FeedParser:
         if not body.strip():
             raise ParseError("empty response body: expected a feed")
         if looks_like_json(body, headers):
-            return parse_json_feed(body)
+            return parse_json_feed(body, url=url)
         return parse_xml_feed(body, url=url, headers=headers)
 
 
@@ -100,6 +100,7 @@ def parse_xml_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> Pars
         item_key(_str(e.get("id")), _str(e.get("link")), _str(e.get("title"))) for e in entries
     )
     items = [_item(key, entry) for key, entry in zip(keys, entries, strict=True)]
+    hubs, self_url = hublinks.xml_links(body, url)
     return Parsed(
         items=items,
         title=str(feed.get("title", "")),
@@ -107,6 +108,8 @@ def parse_xml_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> Pars
         ttl_seconds=_ttl(feed.get("ttl")),
         skip_hours=skip_hours(body),
         warnings=warnings,
+        hubs=hubs,
+        self_url=self_url,
     )
 
 
@@ -201,7 +204,7 @@ def _not_a_feed(body: bytes, headers: Mapping[str, str], data: Any) -> str:
     return f"not a feed (content-type {ctype}){f': {reason}' if reason else ''}"
 
 
-def parse_json_feed(body: bytes) -> Parsed:
+def parse_json_feed(body: bytes, url: str = "") -> Parsed:
     """JSON Feed 1.0 / 1.1 (https://jsonfeed.org/version/1.1)."""
     try:
         doc = json.loads(decode_json(body))
@@ -219,7 +222,8 @@ def parse_json_feed(body: bytes) -> Parsed:
         for i in raw_items
     )
     items = [_json_item(key, i) for key, i in zip(keys, raw_items, strict=True)]
-    return Parsed(items=items, title=_str(doc.get("title")))
+    hubs, self_url = hublinks.json_links(doc, url)
+    return Parsed(items=items, title=_str(doc.get("title")), hubs=hubs, self_url=self_url)
 
 
 def _json_item(key: str, raw: dict[str, Any]) -> Item:

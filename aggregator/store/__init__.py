@@ -82,6 +82,7 @@ class FetchRecord:
     moved_to: str | None = None  # new URL after a permanent redirect
     queued_ms: int | None = None  # wait for a concurrency slot before started_at
     parse_ms: int | None = None  # parsing and normalising the body
+    via: str = "poll"  # "push": the body came from a WebSub hub, not a request of ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +378,20 @@ class Store(DeliveryQueries):
             self._update_source(source_id, fetch, title=None, changed=False)
         return fetch_id
 
+    def hold(self, source_id: int, claim: int | None) -> None:
+        """Lock the source's row for the caller's transaction (a poll's claim checked).
+
+        Run before reading what is known of the source, so a pushed body and a poll
+        of the same source (on any node) are detected and written one after the other.
+
+        Raises:
+            LeaseLost: ``claim`` no longer holds the source.
+        """
+        if claim is not None:
+            self._hold(source_id, claim)
+        elif self.db.is_postgres:  # SQLite: the one writer thread already orders them
+            self.db.execute("UPDATE sources SET claim = claim WHERE id = ?", [source_id])
+
     def _hold(self, source_id: int, claim: int | None) -> None:
         """Check (and on PostgreSQL lock) that ``claim`` still holds the source."""
         if claim is None:
@@ -498,7 +513,7 @@ def _fetch_row(
     return (
         source_id, fetch.started_at, fetch.url, fetch.final_url, fetch.status, fetch.outcome,
         fetch.bytes, fetch.duration_ms, fetch.etag, fetch.last_modified, fetch.error, entries,
-        changes, fetch.queued_ms, fetch.parse_ms,
+        changes, fetch.queued_ms, fetch.parse_ms, fetch.via,
     )  # fmt: skip
 
 

@@ -41,10 +41,15 @@ TABLES = (
     "followed_articles",
     "daemon_state",
     "nodes",
+    "websub",
+    "websub_seen",
 )
 #: Columns left out of the copy: held claims and leases, PostgreSQL's generated column.
 _SKIP = {"search"}
-_CLEARED = {("sources", "claimed_by"), ("deliveries", "claimed_by"), ("deliveries", "lease_until")}
+_CLEARED = {
+    ("sources", "claimed_by"), ("deliveries", "claimed_by"), ("deliveries", "lease_until"),
+    ("websub", "busy_by"), ("websub", "busy_until"),
+}  # fmt: skip
 #: Rows read from SQLite at a time.
 CHUNK = 2000
 #: Rows per table compared after the copy.

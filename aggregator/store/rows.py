@@ -171,8 +171,8 @@ class PollWriter:
 
 INSERT_FETCH = (
     "INSERT INTO fetches (source_id, started_at, url, final_url, status, outcome, bytes,"
-    " duration_ms, etag, last_modified, error, entries, changes, queued_ms, parse_ms)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " duration_ms, etag, last_modified, error, entries, changes, queued_ms, parse_ms, via)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 

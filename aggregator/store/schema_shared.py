@@ -90,7 +90,56 @@ _DELIVERY_CLAIMS = (
     "ALTER TABLE sinks ADD COLUMN retry_at {time}",
 )
 
+_WEBSUB = (
+    # one WebSub subscription per source (aggregator/websub, store/websub.py): the hub and
+    # topic last discovered, the callback path (token) and secrets, the lease, the next
+    # thing to do and when, and which node is doing it (busy_by until busy_until)
+    """
+    CREATE TABLE websub (
+        id {id},
+        source_id INTEGER NOT NULL UNIQUE REFERENCES sources (id),
+        state TEXT NOT NULL,
+        hub TEXT,
+        topic TEXT,
+        token TEXT UNIQUE,
+        secret TEXT,
+        new_secret TEXT,
+        pending TEXT,
+        requested_at {time},
+        verified_at {time},
+        lease_seconds INTEGER,
+        expires_at {time},
+        next_action_at {time},
+        failures INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_error_at {time},
+        deliveries INTEGER NOT NULL DEFAULT 0,
+        last_delivery_at {time},
+        rejected INTEGER NOT NULL DEFAULT 0,
+        last_rejected_at {time},
+        busy_by TEXT,
+        busy_until {time},
+        updated_at {time} NOT NULL
+    )
+    """,
+    "CREATE INDEX idx_websub_next ON websub (next_action_at)",
+    # deliveries accepted under the current secret (a mark of each signature): a replay
+    # of one is refused; the marks go when the secret changes
+    """
+    CREATE TABLE websub_seen (
+        id {id},
+        source_id INTEGER NOT NULL REFERENCES sources (id),
+        mark TEXT NOT NULL,
+        received_at {time} NOT NULL,
+        UNIQUE (source_id, mark)
+    )
+    """,
+    # how a fetches row's body came: polled, or pushed by a hub
+    "ALTER TABLE fetches ADD COLUMN via TEXT NOT NULL DEFAULT 'poll'",
+)
+
 SHARED: list[Migration] = [
     Migration("0010_nodes", _NODES),
     Migration("0011_delivery_claims", _DELIVERY_CLAIMS),
+    Migration("0012_websub", _WEBSUB),
 ]
