@@ -2,14 +2,17 @@
 
     python3 benchmarks/bigdb.py /tmp/big1m.db                   # build the database first
     python3 benchmarks/read_latency.py /tmp/big1m.db [--repeat 7] [--only REGEX] [--no-subprocess]
+    aggregator copy-to postgresql://... --db /tmp/big1m.db      # the same on PostgreSQL
+    python3 benchmarks/read_latency.py postgresql://...
 
 For each command the work is timed in-process: the same click command the CLI runs,
 invoked through click's ``CliRunner`` (opening the database, querying, rendering),
 ``--repeat`` times after one untimed run (a command slower than a third of ``--budget``
 seconds is timed by that one run). The median and 95th percentile of the wall time are
 printed, and the median CPU time of the process: on a loaded machine the wall time also
-counts waiting for a core. Each SQL recipe (every ```sql block of README.md and docs/) is run
-on a read-only connection and fetched in full. Then each command is run once as a real
+counts waiting for a core. Each SQL recipe (every ```sql block of README.md and docs/; on
+PostgreSQL, the ones spelt for it in docs/postgresql.md) is run on a read-only connection and
+fetched in full. Then each command is run once as a real
 subprocess (``python3 -m aggregator ...``) and its wall time printed separately: process
 start (imports) costs about a second on top of the command's work.
 
@@ -21,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -34,6 +36,7 @@ from click.testing import CliRunner
 
 from aggregator.cli import main as cli
 from aggregator.digest import FORMATS
+from aggregator.store.db import connect, is_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Words the generator (benchmarks/bigdb.py) put into the text: common, rare, a phrase.
@@ -49,9 +52,12 @@ class Case:
     argv: list[str] | None = None  # for the subprocess run; None for SQL recipes
 
 
-def readme_recipes() -> list[str]:
-    """Every ```sql block of the README and the manual (docs/), as the test suite runs them."""
+def readme_recipes(postgres: bool = False) -> list[str]:
+    """Every ```sql block of the README and the manual (docs/), as the test suite runs them:
+    the PostgreSQL page's for PostgreSQL, the others for SQLite."""
+    page = ROOT / "docs" / "postgresql.md"
     files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    files = [page] if postgres else [f for f in files if f != page]
     text = "\n".join(path.read_text(encoding="utf-8") for path in files)
     return re.findall(r"```sql\n(.*?)```", text, re.S)
 
@@ -65,9 +71,9 @@ def recipe_name(sql: str, index: int) -> str:
     return f"sql {index}: {source.group(1) if source else '?'}"
 
 
-def pick_entries(db: Path) -> dict[str, str]:
+def pick_entries(db: str) -> dict[str, str]:
     """Entries to read: the one with most versions, a typical one, the README's story."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = connect(db, readonly=True)
     try:
         busiest = conn.execute(
             "SELECT id, url FROM entries ORDER BY version_count DESC LIMIT 1"
@@ -97,9 +103,9 @@ def cli_case(name: str, args: list[str]) -> Case:
     return Case(name, run, args)
 
 
-def sql_case(db: Path, name: str, sql: str) -> Case:
+def sql_case(db: str, name: str, sql: str) -> Case:
     def run() -> int:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        conn = connect(db, readonly=True)
         try:
             return len(conn.execute(sql).fetchall())
         finally:
@@ -108,7 +114,7 @@ def sql_case(db: Path, name: str, sql: str) -> Case:
     return Case(name, run)
 
 
-def cases(db: Path) -> list[Case]:
+def cases(db: str) -> list[Case]:
     picked = pick_entries(db)
     d = ["--db", str(db)]
     out = [cli_case(f"digest --since 24h -f {fmt}", ["digest", *d, "--since", "24h", "-f", fmt])
@@ -130,7 +136,7 @@ def cases(db: Path) -> list[Case]:
         cli_case("status", ["status", *d]),
         cli_case("status --json", ["status", *d, "--json"]),
     ]
-    for i, sql in enumerate(readme_recipes(), 1):
+    for i, sql in enumerate(readme_recipes(is_postgres(db)), 1):
         out.append(sql_case(db, recipe_name(sql, i), sql))
     return out
 
@@ -175,7 +181,7 @@ def subprocess_ms(argv: list[str]) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def digest_split(db: Path, repeat: int) -> None:
+def digest_split(db: str, repeat: int) -> None:
     """Where ``digest --since 24h`` spends its CPU: the queries, the diffs, each renderer."""
     from aggregator.digest import render
     from aggregator.digest.model import build_digest, group_stories
@@ -205,7 +211,7 @@ def digest_split(db: Path, repeat: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("db", type=Path)
+    parser.add_argument("db", help="an SQLite file or a postgresql:// URL")
     parser.add_argument("--repeat", type=int, default=7, help="runs per command (default 7)")
     parser.add_argument("--budget", type=float, default=15.0, help="seconds per command at most")
     parser.add_argument("--only", help="only the commands whose name matches this regex")
@@ -216,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "--digest-split", action="store_true", help="also time the digest's steps apart"
     )
     args = parser.parse_args(argv)
-    if not args.db.is_file():
+    if not is_postgres(args.db) and not Path(args.db).is_file():
         parser.error(f"no database at {args.db}: build it with benchmarks/bigdb.py")
     selected = [c for c in cases(args.db) if not args.only or re.search(args.only, c.name)]
     results = []
