@@ -171,3 +171,28 @@ def test_three_nodes_share_the_sources_and_survive_a_kill(
          "max_gap_after_kill": round(max(after_kill), 3), "items": len(served),
          "events": len(events), "resent": resent},
     )  # fmt: skip
+
+
+def test_the_per_host_cap_holds_across_nodes(
+    tmp_path: Path, server: TestServer, receiver: WebhookReceiver
+) -> None:
+    """Two nodes, six slow feeds on one host, per_host = 1: never two requests at once."""
+    url = pg.server().fresh()
+    harness = Harness(tmp_path, server, url)
+    harness.extra = (
+        '[schedule]\nstartup_spread = "0.1s"\nlease = "5s"\n[fetch]\nper_host = 1\ntimeout = "5s"\n'
+    )
+    for name in range(6):
+        server.serve(f"/slow/{name}.xml", feed(name, 0), delay=0.2)
+        harness.add(f"s{name}", f"/slow/{name}.xml", interval="1s", adaptive=False)
+    harness.config()
+    nodes = [node(harness.config_path, name) for name in ("a", "b")]
+    try:
+        deadline = time.time() + 60
+        while min(len(server.hits(f"/slow/{n}.xml")) for n in range(6)) < 3:
+            assert time.time() < deadline, "the nodes did not poll every feed"
+            time.sleep(0.2)
+    finally:
+        for proc in nodes:
+            stop(proc)
+    assert server.max_active == 1
