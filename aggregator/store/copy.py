@@ -90,6 +90,7 @@ def copy_to_postgres(
         try:
             report = _copy_all(lite, pg, progress)
             report.sampled = verify(lite, pg, report)
+            pg.execute("ANALYZE")  # the planner's statistics, before the first daemon reads
         finally:
             pg.close()
     finally:

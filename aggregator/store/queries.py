@@ -284,8 +284,10 @@ class Reader:
             upper = term[:-1] + chr(min(ord(term[-1]) + 1, 0x10FFFF))
             steps.append(
                 (
-                    "e.id IN (SELECT id FROM entries WHERE key >= ? AND key < ? LIMIT ?)"
-                    " OR e.id IN (SELECT id FROM entries WHERE url >= ? AND url < ? LIMIT ?)",
+                    # one IN over a UNION (an OR of two IN made PostgreSQL scan every entry)
+                    "e.id IN (SELECT id FROM (SELECT id FROM entries WHERE key >= ? AND key < ?"
+                    " LIMIT ?) AS by_key UNION SELECT id FROM (SELECT id FROM entries"
+                    " WHERE url >= ? AND url < ? LIMIT ?) AS by_url)",
                     [term, upper, limit, term, upper, limit],
                 )
             )

@@ -148,10 +148,12 @@ def entries_matching(db: Database, text: str, limit: int) -> tuple[str, list[Any
     """A condition on ``e.id`` (and its parameters): entries with a version matching ``text``."""
     if db.is_postgres:
         parse(text)
+        # the matches first, through the GIN index (a LIMIT of DISTINCT entry ids tempted
+        # the planner into walking every version in entry order), then their entries
         return (
-            "e.id IN (SELECT DISTINCT v.entry_id FROM versions v"
-            f" WHERE v.search @@ {_PG_QUERY} LIMIT ?)",
-            [text, limit],
+            "e.id IN (SELECT DISTINCT entry_id FROM (SELECT v.entry_id FROM versions v"
+            f" WHERE v.search @@ {_PG_QUERY} LIMIT ?) AS found LIMIT ?)",
+            [text, limit * 20, limit],
         )
     return (
         "e.id IN (SELECT DISTINCT v.entry_id FROM versions_fts JOIN versions v"
