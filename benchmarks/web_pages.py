@@ -1,6 +1,6 @@
 """Time every page and endpoint of ``aggregator serve`` on a (large) database.
 
-    python3 benchmarks/web_pages.py DB [--requests 30] [--warmup 3]
+    python3 benchmarks/web_pages.py DB [--requests 30] [--warmup 3]      # DB: a file or a URL
 
 Starts ``aggregator serve --db DB`` as a subprocess on a free port (the real server:
 uvicorn, the thread pool, one read-only connection per worker thread), picks real ids
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -29,14 +28,15 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from aggregator.store.db import connect  # noqa: E402
 from tests.webrig import start_serve, stop_serve  # noqa: E402
 
 TIMING = re.compile(r"app;dur=([\d.]+)")
 
 
-def pick(db: Path) -> dict[str, str]:
-    """Real ids and names to request, read straight from the file."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+def pick(db: str) -> dict[str, str]:
+    """Real ids and names to request, read straight from the database."""
+    conn = connect(db, readonly=True)
     one = lambda sql: conn.execute(sql).fetchone()  # noqa: E731
     busiest_source = one(
         "SELECT s.name, s.id FROM sources s ORDER BY (SELECT count(*) FROM entries e"
@@ -98,7 +98,7 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("db", type=Path)
+    parser.add_argument("db", help="an SQLite file or a postgresql:// URL")
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
