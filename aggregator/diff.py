@@ -14,6 +14,7 @@ otherwise be one "word").
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections.abc import Callable
@@ -45,7 +46,15 @@ def word_diff(old: str, new: str) -> list[Segment]:
     joining ``equal`` and ``delete`` gives ``old``. Words are matched without
     their trailing whitespace; where only that whitespace differs, the word is
     ``equal`` and the whitespace is the change.
+
+    The last few results are kept: one stored change asks for the same diff up
+    to four times (is it an append? its event's diff, its words changed).
     """
+    return list(_word_diff(old, new))
+
+
+@functools.lru_cache(maxsize=32)
+def _word_diff(old: str, new: str) -> tuple[Segment, ...]:
     a, b = tokens(old), tokens(new)
     keys_a, keys_b = [t.rstrip() for t in a], [t.rstrip() for t in b]
     # The words both texts start and end with are matched directly: SequenceMatcher's
@@ -66,7 +75,7 @@ def word_diff(old: str, new: str) -> list[Segment]:
         if op in ("insert", "replace"):
             out.append(Segment("insert", "".join(b[j1:j2])))
     out += _equal_run(a[end_a:], b[end_b:])
-    return _merged(out)
+    return tuple(_merged(out))
 
 
 class _Matcher(SequenceMatcher):  # type: ignore[type-arg]

@@ -49,6 +49,7 @@ from aggregator.config import Config, SourceConfig
 from aggregator.errors import ConfigError, StoreError
 from aggregator.fetch import Fetcher
 from aggregator.housekeeping import Housekeeping
+from aggregator.notify.process import DeliveryProcesses
 from aggregator.notify.worker import DeliveryWorker
 from aggregator.pipeline import Pipeline, PollResult
 from aggregator.sandbox import ParsePool
@@ -106,7 +107,7 @@ class Daemon(Housekeeping):
         self.stopping = asyncio.Event()
         self.store: StoreThread | None = None
         self.pipeline: Pipeline | None = None
-        self.delivery: DeliveryWorker | None = None
+        self.delivery: DeliveryWorker | DeliveryProcesses | None = None
         #: WebSub push: the callback endpoint and subscriptions (``aggregator.websub``).
         self.push: WebSub | None = None
         self.network = policy.NetworkMonitor(probe_interval=config.schedule.network_retry)
@@ -152,9 +153,7 @@ class Daemon(Housekeeping):
                 self._install_signals()
                 await self.schedule_sources()
                 self.schedule_digests()
-                self.delivery = await DeliveryWorker(self.config, self.store, node=self.node).start(
-                    self.stopping
-                )
+                self.delivery = await self._deliver()
                 self.scheduler.start()
                 summary = await self._heartbeat("running")
                 sdnotify.notify("READY=1", f"STATUS={summary}")
@@ -179,6 +178,14 @@ class Daemon(Housekeeping):
             parsers.close()
             await self._leave()
             log.info("daemon.stopped")
+
+    async def _deliver(self) -> DeliveryWorker | DeliveryProcesses:
+        """Start delivering: in ``[notify] processes`` processes of its own, or in this one."""
+        assert self.store is not None
+        count = self.config.notify.processes
+        if count and any(s.enabled for s in self.config.sinks):
+            return await DeliveryProcesses(self.config, self.store, count).start(self.stopping)
+        return await DeliveryWorker(self.config, self.store, node=self.node).start(self.stopping)
 
     async def _join(self) -> None:
         """Take this database's lock (SQLite) and add this node to ``nodes``."""

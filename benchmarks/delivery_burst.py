@@ -1,7 +1,7 @@
 """Notifications under load: a breaking story's burst through ``aggregator run`` to a webhook.
 
     python3 benchmarks/delivery_burst.py burst [--feeds 200] [--seconds 20] [--interval 5]
-                                               [--down 0]
+                                               [--down 0] [--processes 1]
     python3 benchmarks/delivery_burst.py throughput [--feeds 200] [--concurrency 1 4 8 16]
     python3 benchmarks/delivery_burst.py kills [--feeds 200] [--kills 10]
 
@@ -163,7 +163,8 @@ def burst(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     server, base = feedserver.start(args.feeds)
     receiver = Receiver(0.02, 20)
     db, config = tmp / "burst.db", tmp / "burst.toml"
-    write_config(config, db, base, args.feeds, receiver.url, interval=args.interval)
+    write_config(config, db, base, args.feeds, receiver.url, f"processes = {args.processes}",
+                 interval=args.interval)  # fmt: skip
     log = (tmp / "daemon.log").open("w")  # a pipe nobody reads would block the daemon
     daemon = aggregator("run", "--config", str(config), "--log-level", "WARNING",
                         stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
@@ -380,6 +381,12 @@ def main() -> None:
     parser.add_argument("--down", type=float, default=0, help="burst: receiver down, seconds")
     parser.add_argument("--wait", type=float, default=240, help="burst: drain at most, s")
     parser.add_argument("--interval", type=float, default=5.0, help="burst: each feed's, s")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="burst: [notify] processes (0: delivery inside the daemon)",
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1)

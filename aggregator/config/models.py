@@ -347,10 +347,13 @@ class NotifyConfig(_Strict):
     """``[notify]``: delivery of events to sinks."""
 
     failing_after: int = Field(default=3, ge=1)
-    retry_base: Duration = 5.0
+    retry_base: Duration = 2.0
     retry_max: Duration = 3600.0
     check_every: Duration = 5.0
     deliver_on_poll: bool = True
+    #: Delivery processes ``aggregator run`` starts beside itself (they share the work
+    #: as nodes do); 0: the daemon delivers in its own process.
+    processes: int = Field(default=1, ge=0, le=16)
 
 
 class SinkConfig(BaseModel):

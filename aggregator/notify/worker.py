@@ -55,7 +55,7 @@ LEASE = SEND_DEADLINE + 30.0
 class Backoff:
     """Exponential backoff with jitter: attempt n waits base·2ⁿ⁻¹ (capped), times 0.5-1."""
 
-    base: float = 5.0
+    base: float = 2.0
     cap: float = 3600.0
 
     def delay(self, attempts: int, retry_after: float | None = None) -> float:
@@ -126,11 +126,13 @@ class DeliveryWorker:
         *,
         backoff: Backoff | None = None,
         node: Node | None = None,
+        role: str = "once",
     ) -> None:
         self.store = store
         self.backoff = backoff or Backoff(config.notify.retry_base, config.notify.retry_max)
         self.check_every = config.notify.check_every
-        self.node_id = node.id if node else f"{socket.gethostname()}:{os.getpid()}:once"
+        #: Who holds this worker's leases: its node, else ``host:pid:role``.
+        self.node_id = node.id if node else f"{socket.gethostname()}:{os.getpid()}:{role}"
         self.routes = [
             Route(c, make_sink(c.kind, c.name, c.options), Filter(c))
             for c in config.sinks
@@ -197,6 +199,11 @@ class DeliveryWorker:
             if listener is not None:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
+
+    def wake(self) -> None:
+        """Events were stored: every sink's loop reads past its cursor now (loop thread)."""
+        for route in self.routes:
+            _new_events(route)
 
     def _wake_all(self, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
         def wake() -> None:
@@ -371,8 +378,7 @@ class DeliveryWorker:
             try:
                 async for _commit in outbox_commits(self.store.url):
                     delay = 1.0
-                    for route in self.routes:
-                        _new_events(route)
+                    self.wake()
             except Exception as exc:  # the server went away: listen again later
                 log.debug("delivery.listen_lost", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)

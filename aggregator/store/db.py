@@ -25,6 +25,7 @@ import functools
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ __all__ = [
 
 #: What a database location may be, for error messages.
 SUPPORTED = "a file path (SQLite) or a postgresql:// URL"
+#: Seconds an SQLite write waits for another process's write lock before it fails.
+BUSY_WAIT = 30.0
 
 Params = Sequence[Any] | Mapping[str, Any] | None
 
@@ -257,7 +260,7 @@ class SQLiteDatabase(Database):
                 conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
                 conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_WAIT * 1000)}")
             if not readonly:
                 conn.execute("PRAGMA synchronous = NORMAL")
         except (sqlite3.Error, OSError) as exc:
@@ -297,7 +300,10 @@ class SQLiteDatabase(Database):
             else:
                 conn.execute(f"RELEASE {name}")
             return
-        conn.execute("BEGIN")
+        if self.readonly:
+            conn.execute("BEGIN")
+        else:
+            self._begin_immediate()
         try:
             yield self
         except BaseException:
@@ -312,6 +318,32 @@ class SQLiteDatabase(Database):
                 conn.execute("ROLLBACK")
             self.outbox_written = False
             raise
+
+    def _begin_immediate(self) -> None:
+        """Take the write lock now, waiting up to ``BUSY_WAIT`` s for another process's.
+
+        IMMEDIATE: a deferred transaction that reads first fails at once ("database is
+        locked") if another process committed a write meanwhile. The wait polls every
+        half millisecond or so instead of through SQLite's busy handler, which backs off
+        to 100 ms between tries and so almost never finds the daemon's lock free: a
+        delivery process beside a busy daemon would wait for whole bursts.
+        """
+        conn = self.conn
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            deadline = time.monotonic() + BUSY_WAIT
+            pause = 0.0002
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise DatabaseError(f"database error: {exc}", "BEGIN IMMEDIATE") from exc
+                time.sleep(pause)
+                pause = min(pause * 1.5, 0.002)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_WAIT * 1000)}")
 
     @property
     def in_transaction(self) -> bool:
