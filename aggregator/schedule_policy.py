@@ -14,8 +14,12 @@ Rules, in order:
   quarter after a quiet one (up to ``max_interval``).
 * The publisher's floor always wins over our interval: ``Cache-Control:
   max-age``/``Expires``, RSS ``<ttl>`` and ``Retry-After`` (each capped at
-  ``HINT_CAP`` against nonsense values), and RSS ``<skipHours>`` pushes the
-  check out of skipped UTC hours.
+  ``HINT_CAP`` against nonsense values); so do RSS ``<sy:updatePeriod>`` /
+  ``<sy:updateFrequency>``. RSS ``<skipHours>``/``<skipDays>`` push the check out
+  of skipped UTC hours and days.
+* A feed that says it will not change again (a live blog past its
+  ``coverageEndTime``, a JSON Feed with ``expired: true``) is checked at
+  ``max_interval``.
 * Jitter only ever lengthens a delay (0-10 %), so no floor is undercut.
 """
 
@@ -59,6 +63,9 @@ class Observation:
     ttl: float | None = None  # RSS <ttl>, seconds
     skip_hours: frozenset[int] = frozenset()
     failures: int = 0  # consecutive failures including this poll
+    skip_days: frozenset[int] = frozenset()  # RSS <skipDays>, 0 = Monday (UTC)
+    update_period: float | None = None  # RSS sy:updatePeriod / sy:updateFrequency, seconds
+    ended: str = ""  # why the publisher says it will not change again ("" if it may)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,20 @@ def default_bounds(
     """Bounds with defaults: min ``max(60s, interval/3)`` (at most ``interval``), max ``8 x``."""
     low = min_interval if min_interval is not None else min(interval, max(60.0, interval / 3))
     high = max_interval if max_interval is not None else interval * 8
+    return Bounds(interval, min(low, interval), max(high, interval), **kwargs)  # type: ignore[arg-type]
+
+
+def learned_bounds(
+    interval: float,
+    min_interval: float | None = None,
+    max_interval: float | None = None,
+    **kwargs: object,
+) -> Bounds:
+    """Bounds for the learned schedule: min ``max(60s, interval/10)`` (at most ``interval``),
+    max ``24 x``. Wider than ``default_bounds``: the budget, not the bounds, keeps the
+    average at ``interval``."""
+    low = min_interval if min_interval is not None else min(interval, max(60.0, interval / 10))
+    high = max_interval if max_interval is not None else interval * 24
     return Bounds(interval, min(low, interval), max(high, interval), **kwargs)  # type: ignore[arg-type]
 
 
@@ -129,6 +150,7 @@ def publisher_floor(obs: Observation) -> tuple[float, str]:
         (obs.retry_after, "Retry-After"),
         (obs.max_age, "Cache-Control/Expires"),
         (obs.ttl, "RSS ttl"),
+        (obs.update_period, "sy:updatePeriod"),
     ]
     best, why = 0.0, ""
     for value, name in hints:
@@ -145,6 +167,8 @@ def decide(
     if not obs.ok:
         return _after_failure(bounds, current, obs, network_down=network_down)
     interval, reason = _adapt(bounds, current, obs.changed)
+    if obs.ended:
+        interval, reason = bounds.max_interval, obs.ended
     floor, why = publisher_floor(obs)
     if floor > interval:
         return Decision(floor, interval, f"publisher asked ({why})")
@@ -196,12 +220,25 @@ def jittered(delay: float, rng: random.Random) -> float:
     return delay * (1 + rng.uniform(0, JITTER))
 
 
-def skip_hours_delay(now: datetime, delay: float, skip_hours: frozenset[int]) -> float:
-    """Push a check that would land in a skipped UTC hour to the next allowed hour."""
-    if not skip_hours or len(skip_hours) >= 24:
+def skip_hours_delay(
+    now: datetime,
+    delay: float,
+    skip_hours: frozenset[int],
+    skip_days: frozenset[int] = frozenset(),
+) -> float:
+    """Push a check that would land in a skipped UTC hour or day to the next allowed hour.
+
+    ``skip_days`` are weekdays, 0 = Monday. Skipping every hour or every day is
+    ignored (the feed would never be read).
+    """
+    hours = skip_hours if len(skip_hours) < 24 else frozenset()
+    days = skip_days if len(skip_days) < 7 else frozenset()
+    if not hours and not days:
         return delay
     when = now + timedelta(seconds=delay)
-    while when.hour in skip_hours:
+    for _ in range(24 * 7):
+        if when.hour not in hours and when.weekday() not in days:
+            break
         when = (when + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
     return (when - now).total_seconds()
 

@@ -52,9 +52,16 @@ log = structlog.get_logger("aggregator.scheduler")
 SOURCES_JOB = "sources"
 
 
+def policy_of(source: SourceConfig, config: Config) -> str:
+    """How ``source`` is scheduled: ``fixed`` (``adaptive = false``), else ``[schedule] policy``."""
+    return config.schedule.policy if source.adaptive else "fixed"
+
+
 def bounds_for(source: SourceConfig, config: Config) -> policy.Bounds:
     """The scheduling bounds of ``source`` under ``config``."""
-    return policy.default_bounds(
+    learned = policy_of(source, config) == "learned"
+    make = policy.learned_bounds if learned else policy.default_bounds
+    return make(
         source.interval,
         source.min_interval,
         source.max_interval,
