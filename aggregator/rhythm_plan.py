@@ -37,6 +37,8 @@ SPEND_HORIZON = DAY / 2
 SPEND_MEMORY = DAY / 4
 #: The share of the budget aimed at, so the spend's noise stays within it.
 BUDGET_MARGIN = 0.99
+#: A learned wait grows at most this factor over the previous one (it may shrink at once).
+GROWTH = 2.0
 #: Policy names a source may be scheduled by.
 POLICIES = ("learned", "adaptive", "fixed")
 
@@ -70,8 +72,8 @@ class Book:
     rhythms: dict[str, Rhythm] = field(default_factory=dict)
     bounds: dict[str, policy.Bounds] = field(default_factory=dict)
     floors: dict[str, float] = field(default_factory=dict)
-    #: Polls per second per square root of an event per second (0: not allocated yet).
-    scale: float = 0.0
+    #: Polls per second per square root of an event per second (None: not allocated yet).
+    scale: float | None = None
     local: dict[str, list[Undo]] = field(default_factory=dict)
     #: Requests made and allowed (decayed over ``SPEND_HORIZON``), from the visits folded.
     spent: float = 0.0
@@ -91,6 +93,15 @@ class Book:
         """Stop learning ``name`` (removed from the config)."""
         for table in (self.rhythms, self.bounds, self.floors, self.local):
             table.pop(name, None)
+
+    def refresh_every(self) -> float:
+        """Seconds between refreshes: ``REFRESH_EVERY``, or 20 of the shortest interval if less."""
+        shortest = min((b.interval for b in self.bounds.values()), default=REFRESH_EVERY)
+        return min(REFRESH_EVERY, max(1.0, 20 * shortest))
+
+    def refresh_lag(self) -> float:
+        """Seconds rows are left to settle before a refresh reads them (``REFRESH_LAG`` at most)."""
+        return min(REFRESH_LAG, self.refresh_every() / 2)
 
     def budget(self) -> float:
         """Requests per second to spend across the learned sources.
@@ -173,7 +184,7 @@ class Book:
     def prior(self, name: str) -> float:
         """The rate a source without history is taken to have: it is then polled at its interval."""
         interval = self.bounds[name].interval
-        if self.scale <= 0:
+        if not self.scale:
             return 1.0 / interval
         return 1.0 / (self.scale * interval) ** 2
 
@@ -217,7 +228,9 @@ class Book:
         mean = rhythm.rate(self.prior(name))
         stale = rhythm.stale(now, mean)
         shape = rhythm.profile()
-        scale = self.scale or math.sqrt(1.0 / self.bounds[name].interval)
+        scale = self.scale
+        if scale is None:  # before the first allocation: as if every source were this one
+            scale = math.sqrt(1.0 / self.bounds[name].interval)
         burst_until = (rhythm.last_event or -math.inf) + BURST_WINDOW if shape.burst else -math.inf
         credit, t, limit = 0.0, now, now + self.bounds[name].max_interval
         while t < limit:
@@ -314,6 +327,8 @@ def next_check(
         delay = policy.jittered(decision.delay, rng)
     else:
         wait, reason = learned()
+        if current and wait > GROWTH * current:
+            wait = GROWTH * current  # a source found quieter slows down over a few polls
         wait = max(bounds.min_interval, wait)
         if obs.ended:
             wait, reason = bounds.max_interval, obs.ended

@@ -38,8 +38,10 @@ from aggregator.config import Config, SourceConfig
 from aggregator.errors import ConfigError
 from aggregator.fetch import Fetcher
 from aggregator.housekeeping import Housekeeping
+from aggregator.models import Hints
 from aggregator.notify.worker import DeliveryWorker
 from aggregator.pipeline import Pipeline, PollResult
+from aggregator.rhythm_sync import RhythmSync
 from aggregator.sandbox import ParsePool
 from aggregator.schedule_queue import DueQueue, epoch_now
 from aggregator.store import scheduling
@@ -94,6 +96,9 @@ class Daemon(Housekeeping):
         self.network = policy.NetworkMonitor(probe_interval=config.schedule.network_retry)
         self.rng = random.Random()
         self.started_at = now_db()
+        #: The learned rhythms (``[schedule] policy = "learned"``), kept in step with the database.
+        self.rhythm = RhythmSync()
+        self._rhythm_config: Config | None = None
 
     @property
     def config(self) -> Config:
@@ -248,8 +253,12 @@ class Daemon(Housekeeping):
             delay = policy.jittered(self.network.probe_interval, self.rng)
             self._save(name, source_id, delay, interval_now, "network down: waiting")
             return
+        if policy_of(source, self.config) == "learned":
+            self._learn()
+            await self.rhythm.ready(self.store)
         before = store.fetch_state(source_id)  # the store's cache: no round trip
         before_url = before.url if before is not None else source.url
+        started = time.time()
         result = await self.pipeline.poll(source)
         after = store.fetch_state(source_id)
         current = self.sources.get(name)
@@ -264,20 +273,34 @@ class Daemon(Housekeeping):
         if self.stopping.is_set() or current is None:
             return  # removed by a reload meanwhile, or shutting down
         failures = after.consecutive_failures if after is not None else 0
-        decision = policy.decide(
-            bounds_for(current, self.config),
-            interval_now,
-            _observation(result, failures, transport),
-            network_down=self.network.is_down(time.monotonic()),
-        )
+        decision = self.rhythm.next_check(
+            policy_of(current, self.config), name, bounds_for(current, self.config),
+            interval_now, _observation(result, failures, transport), started=started,
+            new_dates=result.new_dates, edits=result.counts["changed"] + result.counts["restored"],
+            network_down=self.network.is_down(time.monotonic()), rng=self.rng,
+        )  # fmt: skip
         if decision.gone:
             log.error("source.gone", source=name, url=new_url, error=result.error)
             self._unplan(name)
             await self.store.call(scheduling.mark_gone, store, source_id, result.error)
             return
-        delay = policy.jittered(decision.delay, self.rng)
-        delay = policy.skip_hours_delay(utcnow(), delay, result.skip_hours)
-        self._save(name, source_id, delay, decision.interval, decision.reason)
+        self._save(name, source_id, decision.delay, decision.interval, decision.reason)
+
+    def _learn(self) -> None:
+        """Tell the learned schedule which sources it spreads the budget over (on a new config)."""
+        if self._rhythm_config is self.config or self.pipeline is None:
+            return
+        config, ids = self.config, self.pipeline.source_ids
+        learned = {
+            n: (ids[n], bounds_for(s, config))
+            for n, s in self.sources.items()
+            if policy_of(s, config) == "learned" and n in ids
+        }
+        others = sum(86400 / s.interval for n, s in self.sources.items() if n not in learned)
+        wanted = config.schedule.requests_per_day
+        self.rhythm.book.requests_per_day = max(wanted - others, len(learned)) if wanted else None
+        self.rhythm.sources(learned)
+        self._rhythm_config = config
 
     def _save(
         self, name: str, source_id: int, delay: float, interval: float | None, reason: str
@@ -382,4 +405,16 @@ def _observation(result: PollResult, failures: int, transport: bool) -> policy.O
         ttl=float(result.ttl_seconds) if result.ttl_seconds else None,
         skip_hours=result.skip_hours,
         failures=failures,
+        skip_days=result.hints.skip_days,
+        update_period=result.hints.update_period,
+        ended=_ended(result.hints),
     )
+
+
+def _ended(hints: Hints) -> str:
+    """Why the publisher says the source will not change again, or ""."""
+    if hints.expired:
+        return "JSON Feed expired"
+    if hints.ends_at is not None and hints.ends_at <= now_db():
+        return f"live blog coverage ended {hints.ends_at[:16]} UTC"
+    return ""

@@ -178,9 +178,9 @@ def simulate(
         if t >= end and feeds[name].done():
             continue
         requests += t < end
-        if kind == "learned" and t - refreshed >= plan.REFRESH_EVERY:
+        if kind == "learned" and t - refreshed >= book.refresh_every():
             refreshed = t
-            book.refresh(*log.take(t - plan.REFRESH_LAG), t - plan.REFRESH_LAG)
+            book.refresh(*log.take(t - book.refresh_lag()), t - book.refresh_lag())
             book.allocate(t)
         changed, dates, edits = feeds[name].request(t)
         visit = len(log.visits)

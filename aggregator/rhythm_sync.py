@@ -1,0 +1,155 @@
+"""The daemon's learned schedule: one ``Book`` kept in step with the database.
+
+Several daemon nodes may share one database, each polling its own sources, so
+no rhythm lives only in one process: at the first learned check the ``Book`` is
+built from the history (``HISTORY`` of ``changes`` with the entries' own
+dates, ``VISIT_HISTORY`` of ``fetches``), then every ``REFRESH_EVERY`` (or 20
+of the shortest interval, if less) the rows
+recorded since by every node are folded in, in the background, and the budget
+is spread again. Between refreshes, this node's own polls are counted in
+memory; the database's copy of them replaces that count at the next refresh.
+Rows younger than ``REFRESH_LAG`` wait for the refresh after, so a node
+committing late is not missed.
+
+The choice of the next poll itself is ``aggregator.rhythm_plan.next_check``, the
+function the simulator drives too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from datetime import UTC, datetime
+
+import structlog
+
+from aggregator import rhythm_plan as plan
+from aggregator import schedule_policy as policy
+from aggregator.store import rhythm as history
+from aggregator.store.thread import StoreThread
+from aggregator.timeutil import from_db, to_db
+
+log = structlog.get_logger("aggregator.rhythm")
+
+#: How far back the rhythms are read at start-up, in seconds.
+HISTORY = 28 * plan.DAY
+#: How far back visits are counted at start-up (for edits' rate), in seconds.
+VISIT_HISTORY = 7 * plan.DAY
+
+
+def _epoch(text: str | None) -> float | None:
+    return from_db(text).timestamp() if text else None
+
+
+def _text(epoch: float) -> str:
+    return to_db(datetime.fromtimestamp(epoch, UTC))
+
+
+class RhythmSync:
+    """The learned rhythms of the sources this daemon schedules by ``learned``."""
+
+    def __init__(self, requests_per_day: float | None = None) -> None:
+        self.book = plan.Book(requests_per_day=requests_per_day or None)
+        self.names: dict[int, str] = {}
+        self.watermark: float | None = None
+        self._loading: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Task[None] | None = None
+        self._refreshed = 0.0
+
+    def sources(self, learned: dict[str, tuple[int, policy.Bounds]]) -> None:
+        """Learn exactly these sources (name -> (source id, bounds)); forget the others."""
+        for name in set(self.book.rhythms) - set(learned):
+            self.book.drop(name)
+        now = time.time()
+        for name, (source_id, bounds) in learned.items():
+            self.names[source_id] = name
+            self.book.add(name, bounds, now)
+
+    async def ready(self, store: StoreThread) -> None:
+        """Load the history once (the first caller waits); refresh it when due."""
+        if self._loading is None:
+            self._loading = asyncio.get_running_loop().create_task(self._load(store))
+        await asyncio.shield(self._loading)
+        due = time.time() - self._refreshed >= self.book.refresh_every()
+        if due and (self._refreshing is None or self._refreshing.done()):
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh(store))
+
+    async def _load(self, store: StoreThread) -> None:
+        now = time.time()
+        db = store.store.db
+        starts = await store.call(history.source_starts, db)
+        for start in starts:
+            name = self.names.get(start.source_id)
+            added = _epoch(start.added_at)
+            if name is None or added is None:
+                continue
+            rhythm = self.book.rhythms[name]
+            rhythm.since = rhythm.ref = max(added, now - HISTORY)
+            rhythm.visit_since = max(rhythm.since, now - VISIT_HISTORY)
+            rhythm.fresh = added >= now - HISTORY
+        upto = now - self.book.refresh_lag()
+        await self._fold(store, now - HISTORY, now - VISIT_HISTORY, upto)
+        log.info(
+            "rhythm.loaded", sources=len(self.book.rhythms), seconds=round(time.time() - now, 2)
+        )
+
+    async def _refresh(self, store: StoreThread) -> None:
+        assert self.watermark is not None
+        upto = time.time() - self.book.refresh_lag()
+        try:
+            await self._fold(store, self.watermark, self.watermark, upto)
+        except Exception as exc:  # the next refresh tries again; polling goes on
+            log.exception("rhythm.refresh_failed", error=str(exc))
+
+    async def _fold(
+        self, store: StoreThread, since: float, visits_since: float, upto: float
+    ) -> None:
+        db, end = store.store.db, _text(upto)
+        changes = await store.call(history.changes_between, db, _text(since), end)
+        visits = await store.call(history.visits_between, db, _text(visits_since), end)
+        names = self.names
+        self.book.refresh(
+            [
+                plan.ChangeRow(names[c.source_id], c.kind, _epoch(c.detected_at) or upto,
+                               _epoch(c.published_at), c.fetch_id)
+                for c in changes if c.source_id in names
+            ],
+            [
+                plan.VisitRow(names[v.source_id], v.count, _epoch(v.first_at) or upto,
+                              _epoch(v.last_at) or upto)
+                for v in visits if v.source_id in names
+            ],
+            upto,
+        )  # fmt: skip
+        self.watermark = upto
+        self._refreshed = time.time()
+        self.book.allocate(time.time())
+        log.debug("rhythm.refreshed", changes=len(changes), visits=len(visits),
+                  scale=self.book.scale, correction=round(self.book.correction, 3))  # fmt: skip
+
+    def next_check(
+        self,
+        kind: str,
+        name: str,
+        bounds: policy.Bounds,
+        current: float | None,
+        obs: policy.Observation,
+        *,
+        started: float,
+        new_dates: tuple[str | None, ...],
+        edits: int,
+        network_down: bool,
+        rng: random.Random,
+    ) -> policy.Decision:
+        """Count this node's poll of ``name`` (begun at ``started``), then plan the next."""
+        learned = kind == "learned" and name in self.book.rhythms
+        if learned and obs.ok:
+            self.book.observe(name, started, [_epoch(d) for d in new_dates], edits)
+            self.book.hint(name, policy.publisher_floor(obs)[0])
+        now = time.time()
+        return plan.next_check(
+            kind, bounds, current, obs,
+            now=datetime.fromtimestamp(now, UTC), network_down=network_down, rng=rng,
+            learned=(lambda: self.book.delay(name, now)) if learned else None,
+        )  # fmt: skip
