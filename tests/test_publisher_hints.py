@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from aggregator.models import Hints, Parsed
+from aggregator.models import Hints
 from aggregator.parse.feed import parse_json_feed, update_period
 from aggregator.parse.liveblog import LiveblogParser
 from aggregator.scheduler import _ended
