@@ -208,7 +208,7 @@ class Rhythm:
         if edit_visits is None:
             edit_visits = 1 if edits else 0
         placed = [self._placed(d, at) for d in dates]
-        if self.fresh and visits:
+        if self.fresh:
             self._backlog(placed, at)
         news = sorted(t for t in placed if t >= self.since - CLOCK_SKEW)
         times = sorted([*news, *([at] * edits)])

@@ -90,7 +90,7 @@ class RhythmSync:
             rhythm.fresh = added >= now - HISTORY
         upto = now - self.book.refresh_lag()
         await self._fold(store, now - HISTORY, now - VISIT_HISTORY, upto)
-        log.info(
+        log.debug(
             "rhythm.loaded", sources=len(self.book.rhythms), seconds=round(time.time() - now, 2)
         )
 
