@@ -30,6 +30,7 @@ Times are epoch seconds (UTC); the caller passes the time it is.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from array import array
 from collections.abc import Iterable, Sequence
@@ -48,6 +49,8 @@ BIN_PRIOR = 3.0
 BURST_WINDOW = HOUR
 #: Events the profile must have expected since the last one before the rate is cut.
 STALE_EVENTS = 4.0
+#: A cached profile is made again after this long (seconds) even without a new event.
+RESHAPE_AFTER = 6 * HOUR
 #: A published date this far past its detection is taken as the detection time.
 CLOCK_SKEW = 300.0
 
@@ -72,13 +75,19 @@ def bin_exposure(start: float, end: float, width: float, bins: int) -> list[floa
         return out
     period = width * bins
     whole = int((end - start) // period)
-    recent = _pieces(end - period, end, end, width, bins) if whole else None
+    recent = _last_period(end, width, bins) if whole else None
     if recent is not None:
         q = _decay(period)
         series = (1 - q**whole) / (1 - q)
         out = [x * series for x in recent]
     tail = _pieces(start, end - whole * period, end, width, bins)
     return [a + b for a, b in zip(out, tail, strict=True)]
+
+
+@functools.lru_cache(maxsize=64)
+def _last_period(end: float, width: float, bins: int) -> tuple[float, ...]:
+    """``_pieces`` of the period ending at ``end`` (shared by every source at one ``ref``)."""
+    return tuple(_pieces(end - width * bins, end, end, width, bins))
 
 
 def _pieces(start: float, stop: float, ref: float, width: float, bins: int) -> list[float]:
@@ -167,6 +176,7 @@ class Rhythm:
     #: True while the source's whole history is in view and its first visit is to come.
     fresh: bool = True
     _profile: Profile | None = None
+    _profiled_at: float = 0.0
 
     # -- updates ---------------------------------------------------------------
 
@@ -300,15 +310,17 @@ class Rhythm:
         news = (self.news + PRIOR_EVENTS) / (self.exposure() + PRIOR_EVENTS / prior)
         return news + self.edit_rate()
 
-    def reshape(self) -> None:
-        """Forget the cached profile (the time observed has grown since it was made)."""
-        self._profile = None
+    def reshape(self, now: float) -> None:
+        """Forget the cached profile if made more than ``RESHAPE_AFTER`` before ``now``."""
+        if now - self._profiled_at > RESHAPE_AFTER:
+            self._profile = None
 
     def profile(self) -> Profile:
         """The hour-of-day and day-of-week shape, and the burst rate (cached until an event
         or ``reshape``)."""
         if self._profile is None:
             self._profile = self._shape() if self.hours is not None else FLAT
+            self._profiled_at = self.ref
         return self._profile
 
     def _shape(self) -> Profile:

@@ -17,6 +17,7 @@ next poll comes when the integral of ``f`` since this one reaches 1.
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from collections.abc import Callable, Iterable
@@ -147,7 +148,7 @@ class Book:
         self._account(sum(v.count for v in visits if v.source in self.rhythms), upto)
         for rhythm in self.rhythms.values():
             rhythm.advance(upto)
-            rhythm.reshape()
+            rhythm.reshape(upto)
 
     def _fold(self, changes: Iterable[ChangeRow], visits: Iterable[VisitRow]) -> None:
         groups: dict[tuple[str, object], list[ChangeRow]] = {}
@@ -191,11 +192,11 @@ class Book:
     def allocate(self, now: float) -> float:
         """Solve ``scale`` so expected requests match the budget; returns it."""
         terms = [self._terms(name, now) for name in self.rhythms]
-        self.scale = solve(lambda c: sum(_spend(c, t) for t in terms), self.target())
+        self.scale = solve(lambda c: sum(t.spend(c) for t in terms), self.target(), self.scale)
         return self.scale
 
-    def _terms(self, name: str, now: float) -> tuple[float, float, list[tuple[float, float]]]:
-        """(lowest, highest frequency, [(share of time, sqrt rate)]) of one source."""
+    def _terms(self, name: str, now: float) -> Term:
+        """One source's expected spend by scale: shares of time at square roots of rates."""
         rhythm = self.rhythms[name]
         lo, hi = self._limits(name)
         rhythm.advance(now)
@@ -211,7 +212,7 @@ class Book:
             parts.append(((1 - burst_share) / len(hours), math.sqrt(base)))
             if burst_share:
                 parts.append((burst_share / len(hours), math.sqrt(base + shape.burst)))
-        return lo, hi, parts
+        return Term.of(lo, hi, parts)
 
     def _limits(self, name: str) -> tuple[float, float]:
         b = self.bounds[name]
@@ -263,20 +264,55 @@ def _per_day(rate: float) -> str:
     return f"{value:.1f}" if value < 10 else f"{value:.0f}"
 
 
-def _spend(scale: float, term: tuple[float, float, list[tuple[float, float]]]) -> float:
-    lo, hi, parts = term
-    return sum(w * min(hi, max(lo, scale * q)) for w, q in parts)
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One source's expected spend as a function of ``scale``: shares of time at sqrt rates.
+
+    ``spend(c) = sum(w * min(hi, max(lo, c * q)))``, in O(log n) from the sorted ``q``
+    and running sums of ``w`` and ``w * q``.
+    """
+
+    lo: float
+    hi: float
+    q: tuple[float, ...]
+    cum_w: tuple[float, ...]  # cum_w[i]: sum of w over the first i parts
+    cum_wq: tuple[float, ...]
+
+    @classmethod
+    def of(cls, lo: float, hi: float, parts: list[tuple[float, float]]) -> Term:
+        """The term of ``parts`` (share of time, sqrt rate), bounded by ``lo``/``hi``."""
+        parts = sorted(parts, key=lambda p: p[1])
+        cum_w, cum_wq = [0.0], [0.0]
+        for w, q in parts:
+            cum_w.append(cum_w[-1] + w)
+            cum_wq.append(cum_wq[-1] + w * q)
+        return cls(lo, hi, tuple(q for _, q in parts), tuple(cum_w), tuple(cum_wq))
+
+    def spend(self, scale: float) -> float:
+        """Expected requests per second at ``scale``."""
+        total = self.cum_w[-1]
+        if scale <= 0:
+            return self.lo * total
+        low = bisect.bisect_left(self.q, self.lo / scale)  # parts held at lo
+        high = bisect.bisect_right(self.q, self.hi / scale)  # parts from here held at hi
+        middle = scale * (self.cum_wq[high] - self.cum_wq[low])
+        return self.lo * self.cum_w[low] + middle + self.hi * (total - self.cum_w[high])
 
 
-def solve(spend: Callable[[float], float], target: float) -> float:
+def solve(spend: Callable[[float], float], target: float, guess: float | None = None) -> float:
     """The ``scale`` at which the non-decreasing ``spend(scale)`` meets ``target``.
 
     0 when even the lowest frequencies spend more; a large value when even the
-    highest spend less. Bisection on a log scale, then regula falsi (Illinois).
+    highest spend less. A bracket is found around ``guess`` (the last scale),
+    then narrowed by regula falsi (Illinois).
     """
     if spend(0.0) >= target:
         return 0.0
     low, high = 0.0, 1.0
+    if guess:
+        low, high = guess / 1.25, guess * 1.25
+        if spend(low) >= target:
+            low, high = 0.0, low
     while spend(high) < target:
         low, high = high, high * 4
         if high > 1e12:
