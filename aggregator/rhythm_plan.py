@@ -368,7 +368,7 @@ def next_check(
         wait = max(bounds.min_interval, wait)
         if obs.ended:
             wait, reason = bounds.max_interval, obs.ended
-        floor, why = policy.publisher_floor(obs)
+        floor, why = policy.publisher_floor(obs, bounds.interval)
         if floor > wait:
             wait, reason = floor, f"publisher asked ({why})"
         decision = policy.Decision(wait, wait, reason)

@@ -146,7 +146,7 @@ class RhythmSync:
         learned = kind == "learned" and name in self.book.rhythms
         if learned and obs.ok:
             self.book.observe(name, started, [_epoch(d) for d in new_dates], edits)
-            self.book.hint(name, policy.publisher_floor(obs)[0])
+            self.book.hint(name, policy.publisher_floor(obs, bounds.interval)[0])
         now = time.time()
         return plan.next_check(
             kind, bounds, current, obs,

@@ -15,8 +15,8 @@ Rules, in order:
 * The publisher's floor always wins over our interval: ``Cache-Control:
   max-age``/``Expires``, RSS ``<ttl>`` and ``Retry-After`` (each capped at
   ``HINT_CAP`` against nonsense values); so do RSS ``<sy:updatePeriod>`` /
-  ``<sy:updateFrequency>``. RSS ``<skipHours>``/``<skipDays>`` push the check out
-  of skipped UTC hours and days.
+  ``<sy:updateFrequency>``, up to the source's ``interval``. RSS
+  ``<skipHours>``/``<skipDays>`` push the check out of skipped UTC hours and days.
 * A feed that says it will not change again (a live blog past its
   ``coverageEndTime``, a JSON Feed with ``expired: true``) is checked at
   ``max_interval``.
@@ -144,13 +144,22 @@ def backoff(bounds: Bounds, failures: int) -> float:
     return max(bounds.interval, min(bounds.max_backoff, bounds.interval * 2**exponent))
 
 
-def publisher_floor(obs: Observation) -> tuple[float, str]:
-    """The longest wait the publisher asked for, and which header asked."""
+def publisher_floor(obs: Observation, interval: float | None = None) -> tuple[float, str]:
+    """The longest wait the publisher asked for, and which hint asked.
+
+    ``sy:updatePeriod`` only says how often the feed is updated, and CMSs send a
+    default whatever the site does (WordPress: hourly), so it is capped at the
+    source's ``interval`` when given: it stops speed-ups below the announced
+    period, but never slows a source below the interval its user chose.
+    """
+    period = obs.update_period
+    if period is not None and interval is not None:
+        period = min(period, interval)
     hints = [
         (obs.retry_after, "Retry-After"),
         (obs.max_age, "Cache-Control/Expires"),
         (obs.ttl, "RSS ttl"),
-        (obs.update_period, "sy:updatePeriod"),
+        (period, "sy:updatePeriod"),
     ]
     best, why = 0.0, ""
     for value, name in hints:
@@ -169,7 +178,7 @@ def decide(
     interval, reason = _adapt(bounds, current, obs.changed)
     if obs.ended:
         interval, reason = bounds.max_interval, obs.ended
-    floor, why = publisher_floor(obs)
+    floor, why = publisher_floor(obs, bounds.interval)
     if floor > interval:
         return Decision(floor, interval, f"publisher asked ({why})")
     return Decision(interval, interval, reason)

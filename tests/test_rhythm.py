@@ -205,17 +205,21 @@ def plan(obs: p.Observation, delay: float = 300.0, current: float | None = None)
 
 
 def test_publisher_hints_bound_the_learned_schedule() -> None:
-    """ttl, max-age, Retry-After and sy:updatePeriod are floors; the reason names the hint."""
+    """ttl, max-age and Retry-After are floors, sy:updatePeriod one up to the interval; the
+    reason names the hint."""
     assert plan(p.Observation(ok=True)).reason == "learned: test"
     for obs, why in (
         (p.Observation(ok=True, ttl=3600), "RSS ttl"),
         (p.Observation(ok=True, max_age=3600), "Cache-Control/Expires"),
         (p.Observation(ok=True, retry_after=3600), "Retry-After"),
-        (p.Observation(ok=True, update_period=3600), "sy:updatePeriod"),
     ):
         decision = plan(obs)
         assert 3600 <= decision.delay <= 3600 * 1.1
         assert decision.reason == f"publisher asked ({why})"
+    # sy:updatePeriod (WordPress says "hourly" whatever the site does) stops at the interval
+    announced = plan(p.Observation(ok=True, update_period=3600), delay=100.0)
+    assert 600 <= announced.delay <= 660
+    assert announced.reason == "publisher asked (sy:updatePeriod)"
 
 
 def test_skip_hours_and_days_and_an_ended_feed_bound_the_learned_schedule() -> None:
