@@ -89,7 +89,13 @@ class RhythmSync:
             rhythm.visit_since = max(rhythm.since, now - VISIT_HISTORY)
             rhythm.fresh = added >= now - HISTORY
         upto = now - self.book.refresh_lag()
-        await self._fold(store, now - HISTORY, now - VISIT_HISTORY, upto)
+        try:
+            await self._fold(store, now - HISTORY, now - VISIT_HISTORY, upto)
+        except Exception as exc:  # start cold rather than stop polling; refreshes go on
+            log.exception("rhythm.load_failed", error=str(exc), kept="rates learned from now on")
+            self.watermark, self._refreshed = upto, time.time()
+            self.book.allocate(time.time())
+            return
         log.debug(
             "rhythm.loaded", sources=len(self.book.rhythms), seconds=round(time.time() - now, 2)
         )
