@@ -268,8 +268,6 @@ class Rhythm:
             assert self.hours is not None and self.days is not None
             self.hours[hour] = max(0.0, self.hours[hour] + w * weight)
             self.days[day] = max(0.0, self.days[day] + w * weight)
-        if u.bins:
-            self._profile = None
 
     def _placed(self, date: float | None, detected: float) -> float:
         """An event's time: its own date when plausible, else its detection."""
@@ -316,9 +314,9 @@ class Rhythm:
             self._profile = None
 
     def profile(self) -> Profile:
-        """The hour-of-day and day-of-week shape, and the burst rate (cached until an event
-        or ``reshape``)."""
-        if self._profile is None:
+        """The hour-of-day and day-of-week shape, and the burst rate (made again when
+        ``RESHAPE_AFTER`` old: a shape moves slowly, and one event hardly moves it)."""
+        if self._profile is None or self.ref - self._profiled_at > RESHAPE_AFTER:
             self._profile = self._shape() if self.hours is not None else FLAT
             self._profiled_at = self.ref
         return self._profile

@@ -144,6 +144,8 @@ class Book:
                         rhythm.undo(undo)
             self.local[name] = [u for u in undos if u.at >= upto]
         visits = list(visits)
+        for rhythm in self.rhythms.values():
+            rhythm.advance(upto)  # once, not at every row folded
         self._fold(changes, visits)
         self._account(sum(v.count for v in visits if v.source in self.rhythms), upto)
         for rhythm in self.rhythms.values():

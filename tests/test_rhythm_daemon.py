@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
+import subprocess
+import sys
 import threading
 import time
 from email.utils import formatdate
@@ -49,6 +52,14 @@ def gaps(harness: Harness, path: str) -> list[float]:
     return [b - a for a, b in itertools.pairwise(times)]
 
 
+def status_text(harness: Harness) -> str:
+    """What ``aggregator status`` prints for the harness's config."""
+    return subprocess.run(
+        [sys.executable, "-m", "aggregator", "status", "--config", str(harness.config_path)],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+
+
 async def run_for(daemon: Daemon, seconds: float) -> None:
     task = asyncio.create_task(daemon.run())
     await asyncio.sleep(seconds)
@@ -82,6 +93,9 @@ async def test_a_changing_source_is_polled_more_often_than_a_still_one(harness: 
     }
     assert rows["busy"].startswith("learned: ")
     assert rows["still"].startswith("learned: ")
+    status = await asyncio.to_thread(status_text, harness)
+    line = next(x for x in status.splitlines() if x.strip().startswith("busy:"))
+    assert re.search(r"next check (in \S+|due now) \(learned: [\d.]+/day", line), line
     book = daemon.rhythm.book
     assert daemon.rhythm.watermark is not None  # loaded, then refreshed from the database
     assert book.scale is not None and book.folded_upto is not None
