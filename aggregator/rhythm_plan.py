@@ -146,13 +146,14 @@ class Book:
         visits = list(visits)
         for rhythm in self.rhythms.values():
             rhythm.advance(upto)  # once, not at every row folded
-        self._fold(changes, visits)
+        self.fold(changes, visits)
         self._account(sum(v.count for v in visits if v.source in self.rhythms), upto)
         for rhythm in self.rhythms.values():
             rhythm.advance(upto)
             rhythm.reshape(upto)
 
-    def _fold(self, changes: Iterable[ChangeRow], visits: Iterable[VisitRow]) -> None:
+    def fold(self, changes: Iterable[ChangeRow], visits: Iterable[VisitRow]) -> None:
+        """Fold in rows (no settling of local counts, no accounting: see ``refresh``)."""
         groups: dict[tuple[str, object], list[ChangeRow]] = {}
         for row in sorted(changes, key=lambda r: r.detected):
             if row.source in self.rhythms and row.kind in ("new", "changed", "restored"):

@@ -1,15 +1,16 @@
 """The daemon's learned schedule: one ``Book`` kept in step with the database.
 
 Several daemon nodes may share one database, each polling its own sources, so
-no rhythm lives only in one process: at the first learned check the ``Book`` is
-built from the history (``HISTORY`` of ``changes`` with the entries' own
-dates, ``VISIT_HISTORY`` of ``fetches``), then every ``REFRESH_EVERY`` (or 20
-of the shortest interval, if less) the rows
-recorded since by every node are folded in, in the background, and the budget
-is spread again. Between refreshes, this node's own polls are counted in
-memory; the database's copy of them replaces that count at the next refresh.
-Rows younger than ``REFRESH_LAG`` wait for the refresh after, so a node
-committing late is not missed.
+no rhythm lives only in one process. From the first learned check the ``Book``
+is built, in the background and a piece at a time, from the history
+(``HISTORY`` of ``changes`` with the entries' own dates, ``VISIT_HISTORY`` of
+``fetches``); polls meanwhile are planned from what this node sees. Then every
+``REFRESH_EVERY`` (or 20 of the shortest interval, if less) the rows recorded
+since by every node are folded in, in the background, and the budget is spread
+again. Between refreshes, this node's own polls are counted in memory; the
+database's copy of them replaces that count at the next refresh. Rows younger
+than ``REFRESH_LAG`` wait for the refresh after, so a node committing late is
+not missed.
 
 The choice of the next poll itself is ``aggregator.rhythm_plan.next_check``, the
 function the simulator drives too.
@@ -36,6 +37,9 @@ log = structlog.get_logger("aggregator.rhythm")
 HISTORY = 28 * plan.DAY
 #: How far back visits are counted at start-up (for edits' rate), in seconds.
 VISIT_HISTORY = 7 * plan.DAY
+#: Seconds of history read per query at start-up, and rows folded between yields.
+LOAD_CHUNK = 6 * 3600.0
+FOLD_SLICE = 2000
 
 
 def _epoch(text: str | None) -> float | None:
@@ -67,69 +71,90 @@ class RhythmSync:
             self.book.add(name, bounds, now)
 
     async def ready(self, store: StoreThread) -> None:
-        """Load the history once (the first caller waits); refresh it when due."""
+        """Start loading the history (once), and a refresh when one is due.
+
+        Polls do not wait for the load: until it is done, sources are planned from
+        what this node saw (a cold start, near their interval).
+        """
         if self._loading is None:
             self._loading = asyncio.get_running_loop().create_task(self._load(store))
-        await asyncio.shield(self._loading)
+        if not self._loading.done():
+            return
         due = time.time() - self._refreshed >= self.book.refresh_every()
         if due and (self._refreshing is None or self._refreshing.done()):
             self._refreshing = asyncio.get_running_loop().create_task(self._refresh(store))
 
+    async def loaded(self) -> None:
+        """Wait until the history has been loaded (or its load failed)."""
+        if self._loading is not None:
+            await asyncio.shield(self._loading)
+
     async def _load(self, store: StoreThread) -> None:
+        """Read the history a piece at a time, yielding to polls between pieces."""
         now = time.time()
-        db = store.store.db
-        starts = await store.call(history.source_starts, db)
-        for start in starts:
-            name = self.names.get(start.source_id)
-            added = _epoch(start.added_at)
-            if name is None or added is None:
-                continue
-            rhythm = self.book.rhythms[name]
-            rhythm.since = rhythm.ref = max(added, now - HISTORY)
-            rhythm.visit_since = max(rhythm.since, now - VISIT_HISTORY)
-            rhythm.fresh = added >= now - HISTORY
         upto = now - self.book.refresh_lag()
         try:
-            await self._fold(store, now - HISTORY, now - VISIT_HISTORY, upto)
+            await self._starts(store, now)
+            db, start = store.store.db, now - HISTORY
+            visits = await store.call(
+                history.visits_between, db, _text(now - VISIT_HISTORY), _text(upto)
+            )
+            while start < upto:
+                end = min(start + LOAD_CHUNK, upto)
+                rows = await store.call(history.changes_between, db, _text(start), _text(end))
+                for first in range(0, len(rows), FOLD_SLICE):
+                    self.book.fold(self._changes(rows[first : first + FOLD_SLICE], upto), [])
+                    await asyncio.sleep(0)
+                start = end
+            self.book.fold([], self._visits(visits, upto))
         except Exception as exc:  # start cold rather than stop polling; refreshes go on
             log.exception("rhythm.load_failed", error=str(exc), kept="rates learned from now on")
-            self.watermark, self._refreshed = upto, time.time()
-            self.book.allocate(time.time())
-            return
-        log.debug(
-            "rhythm.loaded", sources=len(self.book.rhythms), seconds=round(time.time() - now, 2)
-        )
+        self.watermark, self._refreshed = upto, time.time()
+        self.book.allocate(time.time())
+        took = round(time.time() - now, 2)
+        log.debug("rhythm.loaded", sources=len(self.book.rhythms), seconds=took)
+
+    async def _starts(self, store: StoreThread, now: float) -> None:
+        """Set each known source's history start from when it was added."""
+        for start in await store.call(history.source_starts, store.store.db):
+            name = self.names.get(start.source_id)
+            added = _epoch(start.added_at)
+            if name is None or added is None or name not in self.book.rhythms:
+                continue
+            rhythm = self.book.rhythms[name]
+            rhythm.since = max(added, now - HISTORY)
+            rhythm.visit_since = max(rhythm.since, now - VISIT_HISTORY)
+            rhythm.fresh = rhythm.fresh and added >= now - HISTORY
+
+    def _changes(self, rows: list[history.ChangeRecord], upto: float) -> list[plan.ChangeRow]:
+        names = self.names
+        return [
+            plan.ChangeRow(names[c.source_id], c.kind, _epoch(c.detected_at) or upto,
+                           _epoch(c.published_at), c.fetch_id)
+            for c in rows if c.source_id in names
+        ]  # fmt: skip
+
+    def _visits(self, rows: list[history.VisitRecord], upto: float) -> list[plan.VisitRow]:
+        names = self.names
+        return [
+            plan.VisitRow(names[v.source_id], v.count, _epoch(v.first_at) or upto,
+                          _epoch(v.last_at) or upto)
+            for v in rows if v.source_id in names
+        ]  # fmt: skip
 
     async def _refresh(self, store: StoreThread) -> None:
+        """Fold in the rows every node recorded since the last refresh; spread the budget."""
         assert self.watermark is not None
         upto = time.time() - self.book.refresh_lag()
+        db, since, end = store.store.db, _text(self.watermark), _text(upto)
         try:
-            await self._fold(store, self.watermark, self.watermark, upto)
+            changes = await store.call(history.changes_between, db, since, end)
+            visits = await store.call(history.visits_between, db, since, end)
+            self.book.refresh(self._changes(changes, upto), self._visits(visits, upto), upto)
         except Exception as exc:  # the next refresh tries again; polling goes on
             log.exception("rhythm.refresh_failed", error=str(exc))
-
-    async def _fold(
-        self, store: StoreThread, since: float, visits_since: float, upto: float
-    ) -> None:
-        db, end = store.store.db, _text(upto)
-        changes = await store.call(history.changes_between, db, _text(since), end)
-        visits = await store.call(history.visits_between, db, _text(visits_since), end)
-        names = self.names
-        self.book.refresh(
-            [
-                plan.ChangeRow(names[c.source_id], c.kind, _epoch(c.detected_at) or upto,
-                               _epoch(c.published_at), c.fetch_id)
-                for c in changes if c.source_id in names
-            ],
-            [
-                plan.VisitRow(names[v.source_id], v.count, _epoch(v.first_at) or upto,
-                              _epoch(v.last_at) or upto)
-                for v in visits if v.source_id in names
-            ],
-            upto,
-        )  # fmt: skip
-        self.watermark = upto
-        self._refreshed = time.time()
+            return
+        self.watermark, self._refreshed = upto, time.time()
         self.book.allocate(time.time())
         log.debug("rhythm.refreshed", changes=len(changes), visits=len(visits),
                   scale=self.book.scale, correction=round(self.book.correction, 3))  # fmt: skip

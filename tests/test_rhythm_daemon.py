@@ -124,6 +124,7 @@ async def test_another_node_learns_the_same_rhythms_from_the_database(harness: H
         other = RhythmSync()
         other.sources({s.name: (ids[s.name], bounds_for(s, config)) for s in config.sources})
         await other.ready(store)
+        await other.loaded()
     finally:
         store.close()
     book = other.book
