@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import math
 from array import array
 from collections.abc import Iterable, Sequence
@@ -126,15 +127,34 @@ class Profile:
         """The rate at ``t`` relative to the mean."""
         return self.hours[hour_of(t)] * self.days[day_of(t)]
 
-    def expected(self, start: float, end: float, rate: float, cap: float = 2 * DAY) -> float:
-        """Events expected from ``start`` to ``end`` at mean ``rate`` (hour by hour to ``cap``)."""
+    #: ``running[h]``: the hour factors of the hours before ``h``, in seconds (25 values).
+    running: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.running:
+            running = tuple(itertools.accumulate((h * HOUR for h in self.hours), initial=0.0))
+            object.__setattr__(self, "running", running)
+
+    def expected(self, start: float, end: float, rate: float) -> float:
+        """Events expected from ``start`` to ``end`` at mean ``rate``, by the profile.
+
+        Day by day, each from the running sum of the hour factors, so the cost does
+        not grow with the hours in between (past a week: the mean rate).
+        """
+        stop = min(end, start + WEEK)
         total, t = 0.0, start
-        stop = min(end, start + cap)
         while t < stop:
-            edge = min(stop, (math.floor(t / HOUR) + 1) * HOUR)
-            total += (edge - t) * self.factor(t)
+            day_start = math.floor(t / DAY) * DAY
+            edge = min(stop, day_start + DAY)
+            within = self._since_midnight(edge - day_start) - self._since_midnight(t - day_start)
+            total += self.days[day_of(t)] * within
             t = edge
         return rate * (total + max(0.0, end - stop))
+
+    def _since_midnight(self, into: float) -> float:
+        """The hour factors summed over the first ``into`` seconds (0 to a day) of a day."""
+        hour = min(int(into // HOUR), 23)
+        return self.running[hour] + self.hours[hour] * (into - hour * HOUR)
 
 
 FLAT = Profile()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import structlog
@@ -37,9 +38,6 @@ log = structlog.get_logger("aggregator.rhythm")
 HISTORY = 28 * plan.DAY
 #: How far back visits are counted at start-up (for edits' rate), in seconds.
 VISIT_HISTORY = 7 * plan.DAY
-#: Seconds of history read per query at start-up, and rows folded between yields.
-LOAD_CHUNK = 6 * 3600.0
-FOLD_SLICE = 2000
 
 
 def _epoch(text: str | None) -> float | None:
@@ -95,17 +93,12 @@ class RhythmSync:
         upto = now - self.book.refresh_lag()
         try:
             await self._starts(store, now)
-            db, start = store.store.db, now - HISTORY
+            db = store.store.db
             visits = await store.call(
                 history.visits_between, db, _text(now - VISIT_HISTORY), _text(upto)
             )
-            while start < upto:
-                end = min(start + LOAD_CHUNK, upto)
-                rows = await store.call(history.changes_between, db, _text(start), _text(end))
-                for first in range(0, len(rows), FOLD_SLICE):
-                    self.book.fold(self._changes(rows[first : first + FOLD_SLICE], upto), [])
-                    await asyncio.sleep(0)
-                start = end
+            async for rows in self._pages(store, now - HISTORY, upto):
+                self.book.fold(self._changes(rows, upto), [])
             self.book.fold([], self._visits(visits, upto))
         except Exception as exc:  # start cold rather than stop polling; refreshes go on
             log.exception("rhythm.load_failed", error=str(exc), kept="rates learned from now on")
@@ -113,6 +106,22 @@ class RhythmSync:
         self.book.allocate(time.time())
         took = round(time.time() - now, 2)
         log.debug("rhythm.loaded", sources=len(self.book.rhythms), seconds=took)
+
+    async def _pages(
+        self, store: StoreThread, start: float, upto: float
+    ) -> AsyncIterator[list[history.ChangeRecord]]:
+        """Pages of the changes recorded in ``[start, upto)``, yielding to polls between."""
+        after = None
+        while True:
+            rows = await store.call(
+                history.changes_between, store.store.db, _text(start), _text(upto), after
+            )
+            if rows:
+                yield rows
+            if len(rows) < history.PAGE:
+                return
+            after = rows[-1].key
+            await asyncio.sleep(0)
 
     async def _starts(self, store: StoreThread, now: float) -> None:
         """Set each known source's history start from when it was added."""
@@ -148,7 +157,7 @@ class RhythmSync:
         upto = time.time() - self.book.refresh_lag()
         db, since, end = store.store.db, _text(self.watermark), _text(upto)
         try:
-            changes = await store.call(history.changes_between, db, since, end)
+            changes = [r async for rows in self._pages(store, self.watermark, upto) for r in rows]
             visits = await store.call(history.visits_between, db, since, end)
             self.book.refresh(self._changes(changes, upto), self._visits(visits, upto), upto)
         except Exception as exc:  # the next refresh tries again; polling goes on

@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 import random
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from aggregator import schedule_policy as p
 from aggregator.rhythm import DAY, HOUR, Rhythm
 from aggregator.rhythm_plan import Book, ChangeRow, VisitRow, next_check, solve
+from aggregator.store import SourceSpec, Store
+from aggregator.store import rhythm as history
 
 T0 = datetime(2025, 3, 3, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
 RNG = random.Random(5)
@@ -246,3 +249,41 @@ def test_failures_back_off_as_before_under_the_learned_schedule() -> None:
     assert failed.reason == "backoff after 3 failures"
     assert failed.delay >= 2400
     assert plan(p.Observation(ok=False, status=410, failures=1)).gone
+
+
+def test_history_pages_return_every_change_once(tmp_path: Path) -> None:
+    """Keyset pages over changes with tied detection times miss none and repeat none."""
+    store = Store.open(tmp_path / "h.db")
+    try:
+        [source_id] = store.sync_sources([SourceSpec("s", "feed", "http://x.test/f", 600)]).values()
+        db = store.db
+        with db.atomic():
+            db.execute(
+                "INSERT INTO entries (id, source_id, key, published_at, first_seen_at,"
+                " last_seen_at) VALUES (1, ?, 'k', '2025-03-03 00:00:00.000', 'x', 'x')",
+                [source_id],
+            )
+            for i in range(2 * history.PAGE + 3):
+                db.execute(
+                    "INSERT INTO changes (source_id, entry_id, kind, detected_at)"
+                    " VALUES (?, 1, ?, ?)",
+                    [
+                        source_id,
+                        "new" if i % 3 else "changed",
+                        f"2025-03-03 00:{i // 420:02d}:{i // 7 % 60:02d}.000",
+                    ],
+                )
+        seen, after = [], None
+        while True:
+            page = history.changes_between(db, "2025-03-03", "2025-03-04", after)
+            seen += page
+            if len(page) < history.PAGE:
+                break
+            after = page[-1].key
+        assert len(seen) == 2 * history.PAGE + 3
+        assert len({r.id for r in seen}) == len(seen)
+        assert [r.key for r in seen] == sorted(r.key for r in seen)
+        assert {r.published_at for r in seen if r.kind == "new"} == {"2025-03-03 00:00:00.000"}
+        assert {r.published_at for r in seen if r.kind == "changed"} == {None}
+    finally:
+        store.close()

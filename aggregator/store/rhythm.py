@@ -32,6 +32,12 @@ class ChangeRecord:
     detected_at: str
     published_at: str | None  # the entry's own date (new entries only)
     fetch_id: int | None
+    id: int = 0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Where the next page starts (``changes_between``'s ``after``)."""
+        return self.detected_at, self.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +58,28 @@ class SourceStart:
     added_at: str
 
 
-def changes_between(conn: Connection, start: str, end: str) -> list[ChangeRecord]:
-    """The new entries and edits detected in ``[start, end)``, oldest first."""
+#: Rows per page of ``changes_between``.
+PAGE = 2000
+
+
+def changes_between(
+    conn: Connection, start: str, end: str, after: tuple[str, int] | None = None
+) -> list[ChangeRecord]:
+    """The new entries and edits detected in ``[start, end)``, oldest first, one page.
+
+    Pages of ``PAGE`` rows: pass the last row's ``(detected_at, id)`` as ``after`` for
+    the next page (keyset paging on the ``detected_at`` index); a short page is the last.
+    """
+    last_at, last_id = after if after is not None else (start, 0)
     rows = conn.execute(
         "SELECT c.source_id, c.kind, c.detected_at,"
-        " CASE WHEN c.kind = 'new' THEN e.published_at END, c.fetch_id"
+        " CASE WHEN c.kind = 'new' THEN e.published_at END, c.fetch_id, c.id"
         " FROM changes c JOIN entries e ON e.id = c.entry_id"
         " WHERE c.detected_at >= ? AND c.detected_at < ?"
+        " AND (c.detected_at > ? OR c.id > ?)"
         " AND c.kind IN ('new', 'changed', 'restored')"
-        " ORDER BY c.detected_at, c.id",
-        [start, end],
+        " ORDER BY c.detected_at, c.id LIMIT ?",
+        [last_at, end, last_at, last_id, PAGE],
     )
     return [ChangeRecord(*row) for row in rows]
 
