@@ -28,16 +28,27 @@ import structlog
 
 from aggregator import rhythm_plan as plan
 from aggregator import schedule_policy as policy
+from aggregator.models import Hints
 from aggregator.store import rhythm as history
 from aggregator.store.thread import StoreThread
-from aggregator.timeutil import from_db, to_db
+from aggregator.timeutil import from_db, now_db, to_db
 
 log = structlog.get_logger("aggregator.rhythm")
 
+DAY = plan.DAY
 #: How far back the rhythms are read at start-up, in seconds.
 HISTORY = 28 * plan.DAY
 #: How far back visits are counted at start-up (for edits' rate), in seconds.
 VISIT_HISTORY = 7 * plan.DAY
+
+
+def ended(hints: Hints) -> str:
+    """Why the publisher says a source will not change again (``Observation.ended``), or ""."""
+    if hints.expired:
+        return "JSON Feed expired"
+    if hints.ends_at is not None and hints.ends_at <= now_db():
+        return f"live blog coverage ended {hints.ends_at[:16]} UTC"
+    return ""
 
 
 def _epoch(text: str | None) -> float | None:
@@ -58,6 +69,19 @@ class RhythmSync:
         self._loading: asyncio.Task[None] | None = None
         self._refreshing: asyncio.Task[None] | None = None
         self._refreshed = 0.0
+
+    def configure(
+        self,
+        learned: dict[str, tuple[int, policy.Bounds]],
+        others: list[float],
+        requests_per_day: float,
+    ) -> None:
+        """Learn these sources; ``requests_per_day`` (0: none) less what the ``others``
+        (the intervals of sources not learned) spend is the budget."""
+        fixed = sum(DAY / interval for interval in others)
+        budget = max(requests_per_day - fixed, len(learned)) if requests_per_day else None
+        self.book.requests_per_day = budget
+        self.sources(learned)
 
     def sources(self, learned: dict[str, tuple[int, policy.Bounds]]) -> None:
         """Learn exactly these sources (name -> (source id, bounds)); forget the others."""

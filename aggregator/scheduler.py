@@ -38,10 +38,9 @@ from aggregator.config import Config, SourceConfig
 from aggregator.errors import ConfigError
 from aggregator.fetch import Fetcher
 from aggregator.housekeeping import Housekeeping
-from aggregator.models import Hints
 from aggregator.notify.worker import DeliveryWorker
 from aggregator.pipeline import Pipeline, PollResult
-from aggregator.rhythm_sync import RhythmSync
+from aggregator.rhythm_sync import RhythmSync, ended
 from aggregator.sandbox import ParsePool
 from aggregator.schedule_queue import DueQueue, epoch_now
 from aggregator.store import scheduling
@@ -287,19 +286,16 @@ class Daemon(Housekeeping):
         self._save(name, source_id, decision.delay, decision.interval, decision.reason)
 
     def _learn(self) -> None:
-        """Tell the learned schedule which sources it spreads the budget over (on a new config)."""
+        """Tell the learned schedule which sources share its budget (once per config)."""
         if self._rhythm_config is self.config or self.pipeline is None:
             return
         config, ids = self.config, self.pipeline.source_ids
-        learned = {
-            n: (ids[n], bounds_for(s, config))
-            for n, s in self.sources.items()
-            if policy_of(s, config) == "learned" and n in ids
-        }
-        others = sum(86400 / s.interval for n, s in self.sources.items() if n not in learned)
-        wanted = config.schedule.requests_per_day
-        self.rhythm.book.requests_per_day = max(wanted - others, len(learned)) if wanted else None
-        self.rhythm.sources(learned)
+        learned = {n for n, s in self.sources.items() if policy_of(s, config) == "learned"}
+        self.rhythm.configure(
+            {n: (ids[n], bounds_for(self.sources[n], config)) for n in learned if n in ids},
+            [s.interval for n, s in self.sources.items() if n not in learned],
+            config.schedule.requests_per_day,
+        )
         self._rhythm_config = config
 
     def _save(
@@ -407,14 +403,5 @@ def _observation(result: PollResult, failures: int, transport: bool) -> policy.O
         failures=failures,
         skip_days=result.hints.skip_days,
         update_period=result.hints.update_period,
-        ended=_ended(result.hints),
+        ended=ended(result.hints),
     )
-
-
-def _ended(hints: Hints) -> str:
-    """Why the publisher says the source will not change again, or ""."""
-    if hints.expired:
-        return "JSON Feed expired"
-    if hints.ends_at is not None and hints.ends_at <= now_db():
-        return f"live blog coverage ended {hints.ends_at[:16]} UTC"
-    return ""

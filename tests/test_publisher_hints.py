@@ -7,12 +7,12 @@ import json
 from aggregator.models import Hints
 from aggregator.parse.feed import parse_json_feed, update_period
 from aggregator.parse.liveblog import LiveblogParser
-from aggregator.scheduler import _ended
+from aggregator.rhythm_sync import ended
 
 JSON_FEED = {"version": "https://jsonfeed.org/version/1.1", "title": "t", "items": []}
 
 
-def test_json_feed_expired_says_the_feed_has_ended() -> None:
+def test_json_feed_expired_says_the_feed_hasended() -> None:
     """``expired: true`` is read; anything else (a string, absent) is not taken as expired."""
     assert parse_json_feed(json.dumps({**JSON_FEED, "expired": True}).encode()).expired
     assert not parse_json_feed(json.dumps({**JSON_FEED, "expired": "true"}).encode()).expired
@@ -47,9 +47,9 @@ def test_live_blog_coverage_end_time_ends_it_once_past() -> None:
         (page % "2024-05-01T18:00:00Z").encode(), url=url, headers=headers
     )
     assert past.ends_at == "2024-05-01 18:00:00.000"
-    assert _ended(past.hints()) == "live blog coverage ended 2024-05-01 18:00 UTC"
+    assert ended(past.hints()) == "live blog coverage ended 2024-05-01 18:00 UTC"
     future = LiveblogParser().parse(
         (page % "2999-01-01T00:00:00Z").encode(), url=url, headers=headers
     )
-    assert _ended(future.hints()) == ""
-    assert _ended(Hints(expired=True)) == "JSON Feed expired"
+    assert ended(future.hints()) == ""
+    assert ended(Hints(expired=True)) == "JSON Feed expired"
