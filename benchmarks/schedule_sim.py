@@ -75,6 +75,8 @@ def load_traces(folder: Path) -> dict[str, list[Event]]:
         traces[path.stem] = sorted(events, key=lambda e: e.at)
     if not traces:
         raise SystemExit(f"{folder}: no <source>.jsonl files")
+    if not any(traces.values()):
+        raise SystemExit(f"{folder}: the <source>.jsonl files hold no events")
     return traces
 
 
