@@ -50,8 +50,10 @@ BIN_PRIOR = 3.0
 BURST_WINDOW = HOUR
 #: Events the profile must have expected since the last one before the rate is cut.
 STALE_EVENTS = 4.0
-#: A cached profile is made again after this long (seconds) even without a new event.
+#: A cached profile is made again after this long (seconds) even without a new event,
+#: and after this long if an event came since.
 RESHAPE_AFTER = 6 * HOUR
+RESHAPE_AFTER_EVENT = 300.0
 #: A published date this far past its detection is taken as the detection time.
 CLOCK_SKEW = 300.0
 
@@ -197,6 +199,7 @@ class Rhythm:
     fresh: bool = True
     _profile: Profile | None = None
     _profiled_at: float = 0.0
+    _events_since_profile: bool = False
 
     # -- updates ---------------------------------------------------------------
 
@@ -282,6 +285,8 @@ class Rhythm:
         self.edit_visits = max(0.0, self.edit_visits + w * u.edit_visits)
         self.pairs = max(0.0, self.pairs + w * u.pairs)
         self.covered = max(0.0, self.covered + w * u.covered)
+        if u.bins:
+            self._events_since_profile = True
         if u.bins and self.hours is None:
             self.hours, self.days = array("d", [0.0] * 24), array("d", [0.0] * 7)
         for hour, day, weight in u.bins:
@@ -336,9 +341,11 @@ class Rhythm:
     def profile(self) -> Profile:
         """The hour-of-day and day-of-week shape, and the burst rate (made again when
         ``RESHAPE_AFTER`` old: a shape moves slowly, and one event hardly moves it)."""
-        if self._profile is None or self.ref - self._profiled_at > RESHAPE_AFTER:
+        age = self.ref - self._profiled_at
+        moved = self._events_since_profile and age > RESHAPE_AFTER_EVENT
+        if self._profile is None or moved or age > RESHAPE_AFTER:
             self._profile = self._shape() if self.hours is not None else FLAT
-            self._profiled_at = self.ref
+            self._profiled_at, self._events_since_profile = self.ref, False
         return self._profile
 
     def _shape(self) -> Profile:
