@@ -93,6 +93,11 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--cycles", type=int, default=3)
     parser.add_argument(
+        "--warmup", type=float, default=None,
+        help="seconds before sampling (default 1.5 intervals); the learned schedule reads its"
+        " history in the background at start-up: give it time to finish",
+    )  # fmt: skip
+    parser.add_argument(
         "--policy", choices=["fixed", "default", "adaptive", "learned"], default="fixed",
         help="fixed: adaptive = false (default); default: adaptive = true, [schedule] policy unset",
     )  # fmt: skip
@@ -126,7 +131,7 @@ def main() -> None:
 
 def measure(pid: int, base: str, args: argparse.Namespace) -> None:
     """Sample CPU and RSS of the daemon's process tree over ``cycles`` intervals."""
-    time.sleep(args.interval * 1.5)
+    time.sleep(args.warmup if args.warmup is not None else args.interval * 1.5)
     cpu0, req0, t0 = tree_cpu(pid), requests(base), time.monotonic()
     peak = peak_tree_rss = peak_tree_pss = 0.0
     while time.monotonic() - t0 < args.interval * args.cycles:
