@@ -76,6 +76,8 @@ class Book:
     #: Polls per second per square root of an event per second (None: not allocated yet).
     scale: float | None = None
     local: dict[str, list[Undo]] = field(default_factory=dict)
+    #: The shortest ``interval`` of the sources learned (``refresh_every``).
+    shortest: float = REFRESH_EVERY
     #: Requests made and allowed (decayed over ``SPEND_HORIZON``), from the visits folded.
     spent: float = 0.0
     allowed: float = 0.0
@@ -87,18 +89,25 @@ class Book:
     def add(self, name: str, bounds: policy.Bounds, since: float, *, fresh: bool = True) -> None:
         """Start (or keep) learning ``name``; ``fresh``: its whole history is after ``since``."""
         self.bounds[name] = bounds
+        self.shortest = min(self.shortest, bounds.interval)
         if name not in self.rhythms:
             self.rhythms[name] = Rhythm(since=since, ref=since, visit_since=since, fresh=fresh)
 
     def drop(self, name: str) -> None:
         """Stop learning ``name`` (removed from the config)."""
         for table in (self.rhythms, self.bounds, self.floors, self.local):
-            table.pop(name, None)
+            table.pop(name, None)  # ``shortest`` may stay lower: refreshes a little early
+
+    def reset_shortest(self) -> None:
+        """Recompute the shortest interval (after ``drop``s or longer intervals)."""
+        self.shortest = min((b.interval for b in self.bounds.values()), default=REFRESH_EVERY)
 
     def refresh_every(self) -> float:
-        """Seconds between refreshes: ``REFRESH_EVERY``, or 20 of the shortest interval if less."""
-        shortest = min((b.interval for b in self.bounds.values()), default=REFRESH_EVERY)
-        return min(REFRESH_EVERY, max(1.0, 20 * shortest))
+        """Seconds between refreshes: ``REFRESH_EVERY``, or 20 of the shortest interval if less.
+
+        O(1): asked at every poll, so the shortest interval is kept by ``add``/``drop``.
+        """
+        return min(REFRESH_EVERY, max(1.0, 20 * self.shortest))
 
     def refresh_lag(self) -> float:
         """Seconds rows are left to settle before a refresh reads them (``REFRESH_LAG`` at most)."""

@@ -91,6 +91,7 @@ class RhythmSync:
         for name, (source_id, bounds) in learned.items():
             self.names[source_id] = name
             self.book.add(name, bounds, now)
+        self.book.reset_shortest()
 
     async def ready(self, store: StoreThread) -> None:
         """Start loading the history (once), and a refresh when one is due.

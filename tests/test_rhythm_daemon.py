@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from email.utils import formatdate
 
 from aggregator.pipeline import source_specs
@@ -60,9 +61,13 @@ def status_text(harness: Harness) -> str:
     ).stdout  # fmt: skip
 
 
-async def run_for(daemon: Daemon, seconds: float) -> None:
+async def run_for(daemon: Daemon, seconds: float, until: Callable[[], bool] = lambda: True) -> None:
+    """Run ``daemon`` for ``seconds``, then on until ``until()`` holds (at most 20 s more)."""
     task = asyncio.create_task(daemon.run())
     await asyncio.sleep(seconds)
+    deadline = time.monotonic() + 20
+    while not until() and time.monotonic() < deadline and not task.done():  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
     daemon.stop()
     await task
 
@@ -79,7 +84,7 @@ async def test_a_changing_source_is_polled_more_often_than_a_still_one(harness: 
     poster = posting(harness, "/busy.xml", 0.2, stop)
     daemon = Daemon(harness.config(), handle_signals=False)
     try:
-        await run_for(daemon, 12.5)
+        await run_for(daemon, 12.5, lambda: daemon.rhythm.book.folded_upto is not None)
     finally:
         stop.set()
         poster.join()
