@@ -30,6 +30,27 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
+class Hints:
+    """What the publisher said about when to poll (kept across polls that parse nothing).
+
+    Attributes:
+        ttl_seconds: RSS ``<ttl>``.
+        skip_hours: RSS ``<skipHours>``, UTC hours 0-23.
+        skip_days: RSS ``<skipDays>``, weekdays (0 = Monday).
+        update_period: RSS ``sy:updatePeriod`` / ``sy:updateFrequency``, in seconds.
+        ends_at: a live blog's ``coverageEndTime`` (database time text).
+        expired: JSON Feed ``expired: true`` (the feed will not be updated again).
+    """
+
+    ttl_seconds: int | None = None
+    skip_hours: frozenset[int] = frozenset()
+    skip_days: frozenset[int] = frozenset()
+    update_period: float | None = None
+    ends_at: str | None = None
+    expired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Parsed:
     """What a parser made of one response body.
 
@@ -40,6 +61,10 @@ class Parsed:
             missing item must not be taken as a removal.
         ttl_seconds: how long the publisher asked us to wait (RSS ``<ttl>``).
         skip_hours: UTC hours the publisher asked us not to poll (RSS ``<skipHours>``).
+        skip_days: weekdays (0 = Monday) not to poll (RSS ``<skipDays>``).
+        update_period: seconds between updates the publisher announces (``sy:``).
+        ends_at: when a live blog's coverage ends (``coverageEndTime``).
+        expired: a JSON Feed that will not be updated again.
         warnings: problems worth logging that did not stop parsing.
         hubs: WebSub hubs the document names (``atom:link rel="hub"``, JSON Feed ``hubs``).
         self_url: the URL the document names as its own (``rel="self"``, ``feed_url``).
@@ -53,6 +78,15 @@ class Parsed:
     warnings: list[str] = field(default_factory=list)
     hubs: tuple[str, ...] = ()
     self_url: str | None = None
+    skip_days: frozenset[int] = frozenset()
+    update_period: float | None = None
+    ends_at: str | None = None
+    expired: bool = False
+
+    def hints(self) -> Hints:
+        """The publisher's scheduling hints of this document."""
+        return Hints(self.ttl_seconds, self.skip_hours, self.skip_days, self.update_period,
+                     self.ends_at, self.expired)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

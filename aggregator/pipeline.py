@@ -28,6 +28,7 @@ from aggregator.errors import FetchError, ParseError, StoreError
 from aggregator.fetch import Fetcher, Response, fetch_source
 from aggregator.fetchlog import error_record, fetch_record
 from aggregator.follow import companion_specs, follow_articles, follows
+from aggregator.models import Hints
 from aggregator.parse import validate_options
 from aggregator.sandbox import ParseOutput, ParsePool, ParseTask
 from aggregator.store import FetchRecord, FetchState, LeaseLost, SourceSpec, Store
@@ -53,11 +54,23 @@ class PollResult:
     status: int | None = None
     error: str | None = None
     retry_after: float | None = None
-    ttl_seconds: int | None = None
-    skip_hours: frozenset[int] = frozenset()
+    #: The publisher's last scheduling hints (from the last poll that parsed the source).
+    hints: Hints = field(default_factory=Hints)
     cache_max_age: float | None = None
     #: What the response said about WebSub push (None: not known from this poll).
     push_links: Discovery | None = None
+    #: The own dates (database text, None if undated) of the entries this poll found new.
+    new_dates: tuple[str | None, ...] = ()
+
+    @property
+    def ttl_seconds(self) -> int | None:
+        """RSS ``<ttl>`` in seconds, from the last poll that parsed the source."""
+        return self.hints.ttl_seconds
+
+    @property
+    def skip_hours(self) -> frozenset[int]:
+        """RSS ``<skipHours>``, from the last poll that parsed the source."""
+        return self.hints.skip_hours
 
     @property
     def ok(self) -> bool:
@@ -83,9 +96,9 @@ class Pipeline:
         self.parsers = parsers
         self.source_ids: dict[str, int] = {}
         self._options: dict[str, Any] = {}
-        #: The publisher's last ``<ttl>`` and ``<skipHours>`` per source, so they still
-        #: apply after polls that parse nothing (304, identical body).
-        self.hints: dict[str, tuple[int | None, frozenset[int]]] = {}
+        #: The publisher's last scheduling hints per source, so they still apply after
+        #: polls that parse nothing (304, identical body).
+        self.hints: dict[str, Hints] = {}
         slots = config.fetch.concurrency + config.parse.workers
         #: Polls in progress at most (the daemon claims no more than this at once).
         self.capacity = IN_FLIGHT_PER_SLOT * slots
@@ -118,9 +131,7 @@ class Pipeline:
             try:
                 async with self._in_flight:
                     result = await self._poll(source, claim)
-                result.ttl_seconds, result.skip_hours = self.hints.get(
-                    source.name, (None, frozenset())
-                )
+                result.hints = self.hints.get(source.name, result.hints)
                 if result.ok and follows(source):
                     await follow_articles(self, source)
             except LeaseLost as exc:
@@ -222,7 +233,7 @@ class Pipeline:
             )
         for warning in output.warnings:
             log.warning("parse.warning", warning=warning)
-        self.hints[source.name] = (output.parsed.ttl_seconds, output.parsed.skip_hours)
+        self.hints[source.name] = output.parsed.hints()
         result.push_links = discover(response.headers, output.parsed, response.final_url)
         if pushed:
             return await self.store.call(
@@ -288,6 +299,9 @@ class Pipeline:
         store.record_poll(source_id, record, parsed, snapshots, changes, claim)
         result.outcome = record.outcome
         result.counts.update(c.kind for c in changes)
+        result.new_dates = tuple(
+            c.snapshot.item.published for c in changes if c.kind == "new" and c.snapshot
+        )
         return result
 
 

@@ -14,8 +14,12 @@ Rules, in order:
   quarter after a quiet one (up to ``max_interval``).
 * The publisher's floor always wins over our interval: ``Cache-Control:
   max-age``/``Expires``, RSS ``<ttl>`` and ``Retry-After`` (each capped at
-  ``HINT_CAP`` against nonsense values), and RSS ``<skipHours>`` pushes the
-  check out of skipped UTC hours.
+  ``HINT_CAP`` against nonsense values); so do RSS ``<sy:updatePeriod>`` /
+  ``<sy:updateFrequency>``, up to the source's ``interval``. RSS
+  ``<skipHours>``/``<skipDays>`` push the check out of skipped UTC hours and days.
+* A feed that says it will not change again (a live blog past its
+  ``coverageEndTime``, a JSON Feed with ``expired: true``) is checked at
+  ``max_interval``.
 * Jitter only ever lengthens a delay (0-10 %), so no floor is undercut.
 """
 
@@ -59,6 +63,9 @@ class Observation:
     ttl: float | None = None  # RSS <ttl>, seconds
     skip_hours: frozenset[int] = frozenset()
     failures: int = 0  # consecutive failures including this poll
+    skip_days: frozenset[int] = frozenset()  # RSS <skipDays>, 0 = Monday (UTC)
+    update_period: float | None = None  # RSS sy:updatePeriod / sy:updateFrequency, seconds
+    ended: str = ""  # why the publisher says it will not change again ("" if it may)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,20 @@ def default_bounds(
     """Bounds with defaults: min ``max(60s, interval/3)`` (at most ``interval``), max ``8 x``."""
     low = min_interval if min_interval is not None else min(interval, max(60.0, interval / 3))
     high = max_interval if max_interval is not None else interval * 8
+    return Bounds(interval, min(low, interval), max(high, interval), **kwargs)  # type: ignore[arg-type]
+
+
+def learned_bounds(
+    interval: float,
+    min_interval: float | None = None,
+    max_interval: float | None = None,
+    **kwargs: object,
+) -> Bounds:
+    """Bounds for the learned schedule: min ``max(60s, interval/10)`` (at most ``interval``),
+    max ``24 x``. Wider than ``default_bounds``: the budget, not the bounds, keeps the
+    average at ``interval``."""
+    low = min_interval if min_interval is not None else min(interval, max(60.0, interval / 10))
+    high = max_interval if max_interval is not None else interval * 24
     return Bounds(interval, min(low, interval), max(high, interval), **kwargs)  # type: ignore[arg-type]
 
 
@@ -123,12 +144,22 @@ def backoff(bounds: Bounds, failures: int) -> float:
     return max(bounds.interval, min(bounds.max_backoff, bounds.interval * 2**exponent))
 
 
-def publisher_floor(obs: Observation) -> tuple[float, str]:
-    """The longest wait the publisher asked for, and which header asked."""
+def publisher_floor(obs: Observation, interval: float | None = None) -> tuple[float, str]:
+    """The longest wait the publisher asked for, and which hint asked.
+
+    ``sy:updatePeriod`` only says how often the feed is updated, and CMSs send a
+    default whatever the site does (WordPress: hourly), so it is capped at the
+    source's ``interval`` when given: it stops speed-ups below the announced
+    period, but never slows a source below the interval its user chose.
+    """
+    period = obs.update_period
+    if period is not None and interval is not None:
+        period = min(period, interval)
     hints = [
         (obs.retry_after, "Retry-After"),
         (obs.max_age, "Cache-Control/Expires"),
         (obs.ttl, "RSS ttl"),
+        (period, "sy:updatePeriod"),
     ]
     best, why = 0.0, ""
     for value, name in hints:
@@ -145,7 +176,9 @@ def decide(
     if not obs.ok:
         return _after_failure(bounds, current, obs, network_down=network_down)
     interval, reason = _adapt(bounds, current, obs.changed)
-    floor, why = publisher_floor(obs)
+    if obs.ended:
+        interval, reason = bounds.max_interval, obs.ended
+    floor, why = publisher_floor(obs, bounds.interval)
     if floor > interval:
         return Decision(floor, interval, f"publisher asked ({why})")
     return Decision(interval, interval, reason)
@@ -196,12 +229,25 @@ def jittered(delay: float, rng: random.Random) -> float:
     return delay * (1 + rng.uniform(0, JITTER))
 
 
-def skip_hours_delay(now: datetime, delay: float, skip_hours: frozenset[int]) -> float:
-    """Push a check that would land in a skipped UTC hour to the next allowed hour."""
-    if not skip_hours or len(skip_hours) >= 24:
+def skip_hours_delay(
+    now: datetime,
+    delay: float,
+    skip_hours: frozenset[int],
+    skip_days: frozenset[int] = frozenset(),
+) -> float:
+    """Push a check that would land in a skipped UTC hour or day to the next allowed hour.
+
+    ``skip_days`` are weekdays, 0 = Monday. Skipping every hour or every day is
+    ignored (the feed would never be read).
+    """
+    hours = skip_hours if len(skip_hours) < 24 else frozenset()
+    days = skip_days if len(skip_days) < 7 else frozenset()
+    if not hours and not days:
         return delay
     when = now + timedelta(seconds=delay)
-    while when.hour in skip_hours:
+    for _ in range(24 * 7):
+        if when.hour not in hours and when.weekday() not in days:
+            break
         when = (when + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
     return (when - now).total_seconds()
 

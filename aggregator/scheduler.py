@@ -52,6 +52,7 @@ from aggregator.housekeeping import Housekeeping
 from aggregator.notify.process import DeliveryProcesses
 from aggregator.notify.worker import DeliveryWorker
 from aggregator.pipeline import Pipeline, PollResult
+from aggregator.rhythm_sync import RhythmSync, ended
 from aggregator.sandbox import ParsePool
 from aggregator.store import cluster, is_postgres, scheduling
 from aggregator.store.cluster import Claimed, ClaimRound, Node, NodeLock
@@ -70,9 +71,16 @@ ALONE_EVERY = 60.0
 HOST_RETRY = 0.25
 
 
+def policy_of(source: SourceConfig, config: Config) -> str:
+    """How ``source`` is scheduled: ``fixed`` (``adaptive = false``), else ``[schedule] policy``."""
+    return config.schedule.policy if source.adaptive else "fixed"
+
+
 def bounds_for(source: SourceConfig, config: Config) -> policy.Bounds:
     """The scheduling bounds of ``source`` under ``config``."""
-    return policy.default_bounds(
+    learned = policy_of(source, config) == "learned"
+    make = policy.learned_bounds if learned else policy.default_bounds
+    return make(
         source.interval,
         source.min_interval,
         source.max_interval,
@@ -120,6 +128,9 @@ class Daemon(Housekeeping):
         #: When the claim loop means to look next (epoch seconds).
         self.look_at = float("inf")
         self.shared = is_postgres(config.storage.database)
+        #: The learned rhythms (``[schedule] policy = "learned"``), kept in step with the database.
+        self.rhythm = RhythmSync()
+        self._rhythm_config: Config | None = None
 
     @property
     def config(self) -> Config:
@@ -393,8 +404,12 @@ class Daemon(Housekeeping):
             delay = policy.jittered(self.network.probe_interval, self.rng)
             self._save(name, source_id, delay, interval_now, "network down: waiting", claim)
             return
+        if policy_of(source, self.config) == "learned":
+            self._learn()
+            await self.rhythm.ready(self.store)
         before = store.fetch_state(source_id)  # the store's cache: no round trip
         before_url = before.url if before is not None else source.url
+        started = time.time()
         result = await self.pipeline.poll(source, claim=claim)
         if result.outcome == "lease_lost":
             return  # another node holds the source now: it plans the next check
@@ -411,20 +426,31 @@ class Daemon(Housekeeping):
         if self.stopping.is_set() or current is None:
             return  # removed by a reload meanwhile, or shutting down
         failures = after.consecutive_failures if after is not None else 0
-        decision = policy.decide(
-            bounds_for(current, self.config),
-            interval_now,
-            _observation(result, failures, transport),
-            network_down=self.network.is_down(time.monotonic()),
-        )
+        decision = self.rhythm.next_check(
+            policy_of(current, self.config), name, bounds_for(current, self.config),
+            interval_now, _observation(result, failures, transport), started=started,
+            new_dates=result.new_dates, edits=result.counts["changed"] + result.counts["restored"],
+            network_down=self.network.is_down(time.monotonic()), rng=self.rng,
+        )  # fmt: skip
         if decision.gone:
             log.error("source.gone", source=name, url=new_url, error=result.error)
             self.intervals.pop(name, None)
             await self.store.call(scheduling.mark_gone, store, source_id, result.error)
             return
-        delay = policy.jittered(decision.delay, self.rng)
-        delay = policy.skip_hours_delay(utcnow(), delay, result.skip_hours)
-        self._save(name, source_id, delay, decision.interval, decision.reason, claim)
+        self._save(name, source_id, decision.delay, decision.interval, decision.reason, claim)
+
+    def _learn(self) -> None:
+        """Tell the learned schedule which sources share its budget (once per config)."""
+        if self._rhythm_config is self.config or self.pipeline is None:
+            return
+        config, ids = self.config, self.pipeline.source_ids
+        learned = {n for n, s in self.sources.items() if policy_of(s, config) == "learned"}
+        self.rhythm.configure(
+            {n: (ids[n], bounds_for(self.sources[n], config)) for n in learned if n in ids},
+            [s.interval for n, s in self.sources.items() if n not in learned],
+            config.schedule.requests_per_day,
+        )
+        self._rhythm_config = config
 
     def _save(
         self,
@@ -543,4 +569,7 @@ def _observation(result: PollResult, failures: int, transport: bool) -> policy.O
         ttl=float(result.ttl_seconds) if result.ttl_seconds else None,
         skip_hours=result.skip_hours,
         failures=failures,
+        skip_days=result.hints.skip_days,
+        update_period=result.hints.update_period,
+        ended=ended(result.hints),
     )

@@ -1,12 +1,14 @@
 """Steady-state cost of the daemon at N sources that answer 304.
 
-    python benchmarks/daemon_steady.py --feeds 10000 --interval 30 --cycles 3
+    python benchmarks/daemon_steady.py --feeds 10000 --interval 30 --cycles 3 [--policy fixed]
 
 Starts benchmarks/feedserver.py with N feeds, fills a fresh database with one
 cold ``aggregator poll``, then runs ``aggregator run`` with every source on a
 fixed ``interval`` (``adaptive = false``; scaled down from 5 minutes so a run is
-short) and, after one warm-up interval, samples the daemon's CPU time and RSS
-from /proc for ``cycles`` intervals. Prints CPU seconds per cycle (one poll of
+short; ``--policy default`` leaves ``adaptive`` on and the ``[schedule] policy`` at its
+default, ``--policy learned``/``adaptive`` sets it) and, after one warm-up
+interval, samples the daemon's CPU time and RSS from /proc for ``cycles``
+intervals. Prints CPU seconds per cycle (one poll of
 every source) of the whole process tree (the daemon, its fork server and parse
 workers), the share of one core that is at a 5-minute interval, requests seen by
 the server, the daemon's peak RSS and the tree's peak RSS and PSS (shared pages
@@ -67,15 +69,19 @@ def requests(base: str) -> int:
         return int(r.read())
 
 
-def write_config(path: Path, db: Path, base: str, feeds: int, interval: float) -> None:
+def write_config(
+    path: Path, db: Path, base: str, feeds: int, interval: float, policy: str = "fixed"
+) -> None:
+    named = f'policy = "{policy}"\n' if policy in ("learned", "adaptive") else ""
     lines = [
         f'[storage]\ndatabase = "{db}"\n',
         '[fetch]\nconcurrency = 4\nper_host = 4\ntimeout = "60s"\n',
-        f"[schedule]\nstartup_spread = {interval}\n",
+        f"[schedule]\nstartup_spread = {interval}\n{named}",
     ]
+    adaptive = "false" if policy == "fixed" else "true"
     lines += [
         f'[[sources]]\nname = "f{i}"\nurl = "{base}/feed/{i}.xml"\n'
-        f"interval = {interval}\nadaptive = false\n"
+        f"interval = {interval}\nadaptive = {adaptive}\n"
         for i in range(feeds)
     ]
     path.write_text("\n".join(lines))
@@ -86,6 +92,15 @@ def main() -> None:
     parser.add_argument("--feeds", type=int, default=10000)
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--cycles", type=int, default=3)
+    parser.add_argument(
+        "--warmup", type=float, default=None,
+        help="seconds before sampling (default 1.5 intervals); the learned schedule reads its"
+        " history in the background at start-up: give it time to finish",
+    )  # fmt: skip
+    parser.add_argument(
+        "--policy", choices=["fixed", "default", "adaptive", "learned"], default="fixed",
+        help="fixed: adaptive = false (default); default: adaptive = true, [schedule] policy unset",
+    )  # fmt: skip
     args = parser.parse_args()
     server, base = feedserver.start(args.feeds)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -93,7 +108,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             config = Path(tmp) / "daemon.toml"
-            write_config(config, Path(tmp) / "d.db", base, args.feeds, args.interval)
+            write_config(config, Path(tmp) / "d.db", base, args.feeds, args.interval, args.policy)
             started = time.perf_counter()
             subprocess.run(
                 [*cmd, "poll", "--config", str(config), "--log-level", "warning"],
@@ -116,7 +131,7 @@ def main() -> None:
 
 def measure(pid: int, base: str, args: argparse.Namespace) -> None:
     """Sample CPU and RSS of the daemon's process tree over ``cycles`` intervals."""
-    time.sleep(args.interval * 1.5)
+    time.sleep(args.warmup if args.warmup is not None else args.interval * 1.5)
     cpu0, req0, t0 = tree_cpu(pid), requests(base), time.monotonic()
     peak = peak_tree_rss = peak_tree_pss = 0.0
     while time.monotonic() - t0 < args.interval * args.cycles:

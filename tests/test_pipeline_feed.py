@@ -163,11 +163,18 @@ def test_permanent_redirect_updates_the_polled_url(harness: Harness) -> None:
 
 
 def test_publisher_ttl_and_skip_hours_survive_polls_that_parse_nothing(harness: Harness) -> None:
-    """<ttl> and every <skipHours> hour reach the scheduler, after 304s too."""
-    body = story.rss(0).replace(
-        "<lastBuildDate>",
-        "<ttl>45</ttl><skipHours><hour>0</hour><hour>1</hour><hour>23</hour></skipHours>"
-        "<lastBuildDate>",
+    """<ttl>, every <skipHours> hour, <skipDays> and sy:updatePeriod reach the scheduler,
+    after 304s too."""
+    body = (
+        story.rss(0)
+        .replace(
+            "<lastBuildDate>",
+            "<ttl>45</ttl><skipHours><hour>0</hour><hour>1</hour><hour>23</hour></skipHours>"
+            "<skipDays><day>Saturday</day><day>Sunday</day><day>Caturday</day></skipDays>"
+            "<sy:updatePeriod>hourly</sy:updatePeriod><sy:updateFrequency>2</sy:updateFrequency>"
+            "<lastBuildDate>",
+        )
+        .replace("<rss ", '<rss xmlns:sy="http://purl.org/rss/1.0/modules/syndication/" ')
     )
     harness.add("world", "/feed.xml")
     harness.server.serve("/feed.xml", body)
@@ -197,3 +204,5 @@ def test_publisher_ttl_and_skip_hours_survive_polls_that_parse_nothing(harness: 
     for result in (first, second):
         assert result.ttl_seconds == 45 * 60
         assert result.skip_hours == frozenset({0, 1, 23})
+        assert result.hints.skip_days == frozenset({5, 6})
+        assert result.hints.update_period == 1800

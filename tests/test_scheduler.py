@@ -15,7 +15,11 @@ from tests import story
 from tests.conftest import Harness
 from tests.server import TestServer
 
-FAST = '[notify]\nfailing_after = 3\n[schedule]\nstartup_spread = "0.05s"\n'
+FAST = (
+    "[notify]\nfailing_after = 3\n"
+    # these tests check the adaptive policy's pace and backoff (the learned one: test_rhythm_daemon)
+    '[schedule]\nstartup_spread = "0.05s"\npolicy = "adaptive"\n'
+)
 
 
 async def run_daemon(harness: Harness, until: Callable[[], bool], limit: float = 15) -> None:

@@ -206,6 +206,20 @@ class ScheduleConfig(_Strict):
     #: How long a node holds a source it claimed before another node may take it over
     #: (default: the fetch timeout plus the parse time limit plus a minute).
     lease: Duration | None = None
+    #: How sources with ``adaptive = true`` are scheduled: ``learned`` (each source's
+    #: own rhythm, within a budget of requests; docs/rhythm.md) or ``adaptive``
+    #: (halve the interval after a change, lengthen it after a quiet poll).
+    policy: str = "learned"
+    #: The ``learned`` budget in requests per day over all its sources; 0: each
+    #: source's ``interval`` read as its average.
+    requests_per_day: float = Field(default=0.0, ge=0)
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, value: str) -> str:
+        if value not in ("learned", "adaptive"):
+            raise ValueError(f"must be learned or adaptive, got {value!r}")
+        return value
 
 
 class SourceConfig(BaseModel):

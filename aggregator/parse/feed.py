@@ -110,6 +110,8 @@ def parse_xml_feed(body: bytes, *, url: str, headers: Mapping[str, str]) -> Pars
         warnings=warnings,
         hubs=hubs,
         self_url=self_url,
+        skip_days=skip_days(body),
+        update_period=update_period(body),
     )
 
 
@@ -184,6 +186,46 @@ def skip_hours(body: bytes) -> frozenset[int]:
     return frozenset(h for h in hours if 0 <= h <= 23)
 
 
+_DAY = re.compile(rb"<day>\s*([A-Za-z]+)\s*</day>")
+_WEEKDAYS = {
+    name: i
+    for i, name in enumerate(
+        (b"monday", b"tuesday", b"wednesday", b"thursday", b"friday", b"saturday", b"sunday")
+    )
+}
+
+
+def skip_days(body: bytes) -> frozenset[int]:
+    """RSS ``<skipDays>``: the weekdays (0 = Monday, UTC) not to poll; unknown names ignored."""
+    start = body.find(b"<skipDays>")
+    end = body.find(b"</skipDays>", start) if start >= 0 else -1
+    if end < 0:
+        return frozenset()
+    days = (_WEEKDAYS.get(d.lower()) for d in _DAY.findall(body, start, end))
+    return frozenset(d for d in days if d is not None)
+
+
+_PERIODS = {b"hourly": 3600, b"daily": 86400, b"weekly": 7 * 86400, b"monthly": 30 * 86400,
+            b"yearly": 365 * 86400}  # fmt: skip
+_SY_PERIOD = re.compile(rb"<(?:[\w.-]+:)?updatePeriod>\s*([A-Za-z]+)\s*</")
+_SY_FREQUENCY = re.compile(rb"<(?:[\w.-]+:)?updateFrequency>\s*(\d{1,6})\s*</")
+
+
+def update_period(body: bytes) -> float | None:
+    """RSS Syndication ``updatePeriod`` / ``updateFrequency``: seconds between updates.
+
+    ``hourly`` with frequency 2 is 1800 s. Unknown periods, and a frequency of 0,
+    give None. The module's header (``<channel>``) is searched, not the items.
+    """
+    head = body[: body.find(b"<item")] if b"<item" in body else body[:65536]
+    period = _SY_PERIOD.search(head)
+    if period is None or (seconds := _PERIODS.get(period.group(1).lower())) is None:
+        return None
+    frequency = _SY_FREQUENCY.search(head)
+    count = int(frequency.group(1)) if frequency else 1
+    return seconds / count if count > 0 else None
+
+
 def _ttl(value: Any) -> int | None:
     try:
         minutes = int(str(value).strip())
@@ -223,7 +265,13 @@ def parse_json_feed(body: bytes, url: str = "") -> Parsed:
     )
     items = [_json_item(key, i) for key, i in zip(keys, raw_items, strict=True)]
     hubs, self_url = hublinks.json_links(doc, url)
-    return Parsed(items=items, title=_str(doc.get("title")), hubs=hubs, self_url=self_url)
+    return Parsed(
+        items=items,
+        title=_str(doc.get("title")),
+        hubs=hubs,
+        self_url=self_url,
+        expired=doc.get("expired") is True,
+    )
 
 
 def _json_item(key: str, raw: dict[str, Any]) -> Item:

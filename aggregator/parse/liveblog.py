@@ -132,7 +132,8 @@ class LiveblogParser:
         keys = unique_keys(p.key for p in posts)
         posts = [_rekey(p, k) for p, k in zip(posts, keys, strict=True)]
         page = _page_item(tree, blogs[0] if blogs else {}, url)
-        return Parsed(items=[page, *posts], title=page.title, warnings=warnings)
+        ends = iso_to_db(text_of(blogs[0].get("coverageEndTime"))) if blogs else None
+        return Parsed(items=[page, *posts], title=page.title, warnings=warnings, ends_at=ends)
 
 
 def no_posts_reason(
