@@ -308,16 +308,16 @@ def write_config(path: Path, db: Path, feeds: str, pages: str, args: argparse.Na
     lines = [
         f'[storage]\ndatabase = "{db}"\n',
         '[fetch]\nconcurrency = 4\nper_host = 4\ntimeout = "60s"\n',
-        f"[schedule]\nstartup_spread = {args.interval}\n",
+        f'[schedule]\nstartup_spread = "{args.interval}s"\n',
         f"[browser]\npages = {args.browser_pages}\n",
     ]
     lines += [
         f'[[sources]]\nname = "f{i}"\nurl = "{feeds}/feed/{i}.xml"\n'
-        f"interval = {args.interval}\nadaptive = false\n"
+        f'interval = "{args.interval}s"\nadaptive = false\n'
         for i in range(args.feeds)
     ]
     lines += [f'[[sources]]\nname = "b{i}"\nurl = "{pages}/light/{i}/"\nkind = "liveblog"\n'
-              f'fetch = "browser"\ninterval = {args.page_interval}\nadaptive = false\n'
+              f'fetch = "browser"\ninterval = \"{args.page_interval}s\"\nadaptive = false\n'
               for i in range(args.pages)]  # fmt: skip
     path.write_text("\n".join(lines))
 

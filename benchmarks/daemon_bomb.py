@@ -67,13 +67,13 @@ def write_config(path: Path, db: Path, base: str, feeds: int, interval: float) -
     lines = [
         f'[storage]\ndatabase = "{db}"\n',
         '[fetch]\nconcurrency = 4\nper_host = 4\ntimeout = "60s"\n',
-        f"[schedule]\nstartup_spread = {interval}\n",
+        f'[schedule]\nstartup_spread = "{interval}s"\n',
         f'[[sources]]\nname = "bomb"\nurl = "{base}/bomb.xml"\ninterval = {interval}\n'
         "adaptive = false\n",
     ]
     lines += [
         f'[[sources]]\nname = "f{i}"\nurl = "{base}/feed/{i}.xml"\n'
-        f"interval = {interval}\nadaptive = false\n"
+        f'interval = "{interval}s"\nadaptive = false\n'
         for i in range(feeds)
     ]
     path.write_text("\n".join(lines))

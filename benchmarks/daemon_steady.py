@@ -76,12 +76,12 @@ def write_config(
     lines = [
         f'[storage]\ndatabase = "{db}"\n',
         '[fetch]\nconcurrency = 4\nper_host = 4\ntimeout = "60s"\n',
-        f"[schedule]\nstartup_spread = {interval}\n{named}",
+        f'[schedule]\nstartup_spread = "{interval}s"\n{named}',
     ]
     adaptive = "false" if policy == "fixed" else "true"
     lines += [
         f'[[sources]]\nname = "f{i}"\nurl = "{base}/feed/{i}.xml"\n'
-        f"interval = {interval}\nadaptive = {adaptive}\n"
+        f'interval = "{interval}s"\nadaptive = {adaptive}\n'
         for i in range(feeds)
     ]
     path.write_text("\n".join(lines))
