@@ -42,6 +42,8 @@ RESTART_FIRST = 1.0
 RESTART_MAX = 60.0
 #: A process that ran this long before exiting restarts after ``RESTART_FIRST`` again.
 RESTART_RESET = 60.0
+#: Seconds the daemon waits at start for each process to say it is ready to send.
+READY_WAIT = 30.0
 
 
 class DeliveryProcesses:
@@ -64,10 +66,17 @@ class DeliveryProcesses:
         finally:
             await worker.aclose()
         self._unsubscribe = self.store.on_outbox_commit(self.wake)
+        ready = [asyncio.get_running_loop().create_future() for _ in range(self.count)]
         self._tasks = [
-            asyncio.create_task(self._keep(slot, stop), name=f"delivery-process-{slot}")
+            asyncio.create_task(
+                self._keep(slot, stop, ready[slot]), name=f"delivery-process-{slot}"
+            )
             for slot in range(self.count)
         ]
+        # the daemon says it started once events it stores are sent at once
+        _done, late = await asyncio.wait(ready, timeout=READY_WAIT)
+        if late:
+            log.warning("delivery.process_slow", waited_s=READY_WAIT, processes=len(late))
         return self
 
     def wake(self) -> None:
@@ -91,12 +100,16 @@ class DeliveryProcesses:
                 _close_stdin(proc)
         await asyncio.gather(*(asyncio.to_thread(_end, p, grace + 5.0) for p in procs))
 
-    async def _keep(self, slot: int, stop: asyncio.Event) -> None:
-        """Run the slot's process until ``stop``, starting it again when it exits."""
+    async def _keep(self, slot: int, stop: asyncio.Event, ready: asyncio.Future[None]) -> None:
+        """Run the slot's process until ``stop``, starting it again when it exits.
+
+        ``ready`` is done once the first process said it is ready (or exited).
+        """
         delay = RESTART_FIRST
         while not stop.is_set():
             started = time.monotonic()
-            proc = self._spawn()
+            proc, said_ready = self._spawn()
+            said_ready.add_done_callback(lambda _: ready.done() or ready.set_result(None))
             with self._lock:
                 self.procs[slot] = proc
             while proc.poll() is None and not stop.is_set():
@@ -116,20 +129,43 @@ class DeliveryProcesses:
                     await stop.wait()
             delay = min(delay * 2, RESTART_MAX)
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "aggregator.notify.process"], stdin=subprocess.PIPE
-        )
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], asyncio.Future[None]]:
+        """Start a process; the future is done when it says it is ready, or exits."""
+        read_end, write_end = os.pipe()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "aggregator.notify.process"],
+                stdin=subprocess.PIPE,
+                pass_fds=(write_end,),
+            )
+        finally:
+            os.close(write_end)
         assert proc.stdin is not None
         header = {
             "config": self.config.model_copy(update={"sources": []}).model_dump(mode="json"),
             "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+            "ready_fd": write_end,
         }
         proc.stdin.write(json.dumps(header).encode() + b"\n")
         proc.stdin.flush()
         os.set_blocking(proc.stdin.fileno(), False)  # a wake never blocks the store's thread
         log.debug("delivery.process_started", pid=proc.pid)
-        return proc
+        return proc, _said_ready(read_end)
+
+
+def _said_ready(fd: int) -> asyncio.Future[None]:
+    """A future done when a byte (ready) or end of file (exited) arrives on ``fd``."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        if not future.done():
+            future.set_result(None)
+
+    loop.add_reader(fd, readable)
+    return future
 
 
 def _close_stdin(proc: subprocess.Popen[bytes]) -> None:
@@ -162,7 +198,7 @@ def main() -> None:
     from aggregator import log as logging_setup
 
     logging_setup.configure(level=header["log_level"])
-    asyncio.run(follow(Config.model_validate(header["config"])))
+    asyncio.run(follow(Config.model_validate(header["config"]), header.get("ready_fd")))
 
 
 def _read_line(fd: int) -> bytes:
@@ -176,8 +212,12 @@ def _read_line(fd: int) -> bytes:
     return data.split(b"\n", 1)[0]
 
 
-async def follow(config: Config) -> None:
-    """Deliver until stdin ends or SIGTERM; sends in flight finish first."""
+async def follow(config: Config, ready_fd: int | None = None) -> None:
+    """Deliver until stdin ends or SIGTERM; sends in flight finish first.
+
+    Once the sinks are registered and the loops run, a byte on ``ready_fd`` tells
+    the daemon so.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -199,6 +239,10 @@ async def follow(config: Config) -> None:
     loop.add_reader(0, readable)
     try:
         await worker.start(stop)
+        if ready_fd is not None:
+            with contextlib.suppress(OSError):  # the daemon stopped waiting
+                os.write(ready_fd, b"r")
+            os.close(ready_fd)
         await stop.wait()
         await worker.stop(config.schedule.shutdown_grace)
     finally:
