@@ -103,6 +103,16 @@ def test_example_config_ships_in_the_package_and_is_what_init_writes() -> None:
     assert cfg.sources == [] and cfg.storage.database == "aggregator.db"
 
 
+def test_the_example_configs_in_config_load() -> None:
+    """Every example in config/ passes the same validation as a user's file."""
+    examples = sorted((ROOT / "config").glob("*.toml"))
+    assert [p.name for p in examples] == ["node.toml"]
+    node = config.load(examples[0])
+    assert node.storage.database.startswith("postgresql://")
+    assert [s.name for s in node.sources] == ["talks-live", "talks-report", "world"]
+    assert [s.kind for s in node.sinks] == ["webhook"]
+
+
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
