@@ -117,7 +117,8 @@ def test_a_killed_delivery_process_is_replaced_and_nothing_is_lost(
             by_entry.setdefault(item.json["entry"]["id"], []).append(order[item.json["id"]])
     assert all(seq == sorted(seq) for seq in by_entry.values()), by_entry
     resent = Counter(receiver.ids())
-    assert sum(n - 1 for n in resent.values()) <= 2  # the sends in flight at the kill, at most (concurrency 2)
+    # re-sent at most: the sends in flight at the kill (concurrency 2)
+    assert sum(n - 1 for n in resent.values()) <= 2
 
 
 def test_processes_0_delivers_inside_the_daemon(
