@@ -21,7 +21,8 @@ webhook sink whose receiver (in this process) records every event id. With
 * duplicate versions (an entry's version equal to the one before it);
 * lost changes: items (and item titles) that a 200 answer served but no version holds;
 * events stored and delivered, events delivered twice (same id), events never delivered;
-* each node's CPU seconds and the database server's.
+* each node's CPU seconds and the database server's; polls that stored something, by node
+  (logged at info); nodes that exited before the end (a crash).
 
 ``cost``: one node, first on SQLite, then on PostgreSQL, over the same feeds: a quiet phase
 (every poll answered 304) then a changing phase. Prints CPU per 304 poll and per stored
@@ -107,7 +108,7 @@ def write_config(
 def start_node(config: Path, name: str, log: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "aggregator", "run", "--config", str(config),
-         "--log-level", "WARNING"],
+         "--log-level", "INFO"],
         cwd=ROOT, text=True, stdout=subprocess.DEVNULL, stderr=log.open("a"),
         env={**os.environ, "AGGREGATOR_NODE": name, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
@@ -164,11 +165,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     url, pg = empty_database(args)
     server, base = feedserver.start(args.feeds, "--record")
     receiver = Receiver()
-    log = tmp / "nodes.log"
     names = [f"n{i + 1}" for i in range(args.nodes)]
+    logs = {name: tmp / f"{name}.log" for name in names}
     for name in names:
         write_config(tmp / f"{name}.toml", url, base, args, receiver.url, name)
-    nodes = {name: start_node(tmp / f"{name}.toml", name, log) for name in names}
+    nodes = {name: start_node(tmp / f"{name}.toml", name, logs[name]) for name in names}
     cpu: Counter[str] = Counter()
     server_cpu = postgres_cpu()
     killed_at = back_at = None
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 nodes["n2"].wait()
                 killed_at = time.time()
             if killed_at and back_at is None and elapsed >= args.kill_after + args.back_after:
-                nodes["n2"] = start_node(tmp / "n2.toml", "n2", log)
+                nodes["n2"] = start_node(tmp / "n2.toml", "n2", logs["n2"])
                 back_at = time.time()
             time.sleep(0.2)
         time.sleep(2 * args.interval)  # the last changes are polled
@@ -195,6 +196,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for name, node in nodes.items():
             cpu[name] += tree_cpu(node.pid)
     finally:
+        exited = {name: node.poll() for name, node in nodes.items() if node.poll() is not None}
         for node in nodes.values():
             node.send_signal(signal.SIGTERM)
         for node in nodes.values():
@@ -205,7 +207,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     figures = _check(url, record, receiver, args, killed_at)
     figures["node_cpu_s"] = {k: round(v, 1) for k, v in sorted(cpu.items())}
     figures["postgres_cpu_s"] = round(server_cpu, 1)
-    figures["errors_logged"] = log.read_text().count('"level": "error"')
+    figures["nodes_exited_before_the_end"] = exited  # name: exit status (should be empty)
+    texts = {name: path.read_text() for name, path in logs.items()}
+    # polls that stored something are logged at info (a 304 or an unchanged 200 is debug)
+    figures["changed_polls_by_node"] = {k: t.count("poll.done") for k, t in texts.items()}
+    figures["errors_logged"] = sum(t.count('"level": "error"') for t in texts.values())
     if pg is not None:
         pg.stop()
     return figures

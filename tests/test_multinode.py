@@ -132,7 +132,7 @@ def test_three_nodes_share_the_sources_and_survive_a_kill(
         deadline = time.time() + 30  # and its events delivered
         while set(receiver.ids()) < set(outbox_events(url)) and time.time() < deadline:
             time.sleep(0.2)
-        logs = {name: stop(proc) for name, proc in nodes.items() if proc.poll() is None}
+        logs = {name: stop(proc) for name, proc in nodes.items()}  # each ran to the end
 
     hits = {n: server.hits(f"/f/{n}.xml") for n in range(FEEDS)}
     gaps = [b.at - a.at for n in hits for a, b in itertools.pairwise(hits[n])]
@@ -196,3 +196,35 @@ def test_the_per_host_cap_holds_across_nodes(
         for proc in nodes:
             stop(proc)
     assert server.max_active == 1
+
+
+def test_nodes_starting_together_on_an_empty_database_share_one_set_of_sources() -> None:
+    """Four nodes writing the same 300 configured sources at the same instant (nodes started
+    together on a new database): none fails, and each name is one source with one id."""
+    from aggregator.store import SourceSpec, Store
+
+    url = pg.server().fresh()
+    Store.open(url).close()  # the schema exists (its creation has a lock of its own)
+    specs = [SourceSpec(f"s{n}", "feed", f"http://feeds.test/{n}.xml", 60) for n in range(300)]
+    start = threading.Barrier(4)
+    results: list[dict[str, int] | BaseException] = []
+
+    def one_node() -> None:
+        store = Store.open(url)
+        try:
+            start.wait()
+            results.append(store.sync_sources(specs))
+        except BaseException as exc:  # reported below
+            results.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=one_node) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert len(results) == 4 and all(r == results[0] for r in results)
+    rows = query_rows(url, "SELECT count(*) AS n, count(DISTINCT name) AS names FROM sources")
+    assert rows == [{"n": 300, "names": 300}]

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from aggregator.errors import StoreError
 from aggregator.events import source_event
 from aggregator.models import Change, Known, Parsed, Snapshot
-from aggregator.store.db import Database, connect, is_postgres, mask
+from aggregator.store.db import SOURCES_LOCK, Database, connect, is_postgres, mask
 from aggregator.store.outbox import DeliveryQueries
 from aggregator.store.rows import (
     INSERT_FETCH,
@@ -177,6 +177,8 @@ class Store(DeliveryQueries):
         ids: dict[str, int] = {}
         now = now_db()
         with self.db.atomic():
+            if self.db.is_postgres:  # nodes starting together: one inserts, the others see it
+                self.db.execute("SELECT pg_advisory_xact_lock(?)", [SOURCES_LOCK])
             for spec in specs:
                 ids[spec.name] = self._upsert_source(spec, now)
             wanted = set(ids) | set(keep)

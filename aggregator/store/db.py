@@ -227,6 +227,8 @@ INSERT_OUTBOX = (
 )
 #: The advisory lock held from writing a transaction's outbox rows to its commit.
 OUTBOX_LOCK = 0x61676774
+#: The advisory lock held while a node writes the configured sources (at start and reload).
+SOURCES_LOCK = 0x61676776
 
 
 # -- SQLite -------------------------------------------------------------------------------
