@@ -271,7 +271,11 @@ class DeliveryWorker:
         if route.sending:
             return self.check_every  # a finished send wakes the loop (and it claims again)
         now = utcnow()
-        wake = await self.store.call(self.store.store.wake_at, route.sink_id, to_db(now))
+        wake = await self.store.call(
+            functools.partial(self.store.store.wake_at, concurrency=route.concurrency),
+            route.sink_id,
+            to_db(now),
+        )
         wait = self.check_every
         if wake is not None:
             wait = min(wait, (from_db(wake) - now).total_seconds())

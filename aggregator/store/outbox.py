@@ -167,6 +167,8 @@ class DeliveryQueries:
         nodes take turns. Returns how many events were looked at (``limit``: more wait).
         """
         now = now_db()
+        if not self._past_cursor(sink_id):
+            return 0  # (without taking the sink's row: every commit wakes every worker)
         with self.db.atomic():
             lock = " FOR UPDATE" if self.db.is_postgres else ""
             cursor = self.db.value(f"SELECT cursor FROM sinks WHERE id = ?{lock}", [sink_id])
@@ -191,6 +193,27 @@ class DeliveryQueries:
                 )  # fmt: skip
             self.db.execute("UPDATE sinks SET cursor = ? WHERE id = ?", [rows[-1][0], sink_id])
         return len(rows)
+
+    def _past_cursor(self, sink_id: int) -> bool:
+        """Whether any event lies past the sink's cursor (a read, no lock)."""
+        return bool(
+            self.db.value(
+                "SELECT EXISTS (SELECT 1 FROM outbox WHERE id > (SELECT cursor FROM sinks"
+                " WHERE id = ?))",
+                [sink_id],
+            )
+        )
+
+    def _in_flight(self, sink_id: int, stamp: str) -> int:
+        """The sink's deliveries leased now, over all nodes."""
+        return int(
+            self.db.value(
+                "SELECT count(*) FROM deliveries WHERE sink_id = ? AND lease_until > ?"
+                " AND lease_until IS NOT NULL AND status = 'pending'",
+                [sink_id, stamp],
+            )
+            or 0
+        )
 
     def _fold(self, sink_id: int, item: Queued, now: str) -> bool:
         row = self.db.execute(
@@ -218,6 +241,8 @@ class DeliveryQueries:
         """
         now = utcnow()
         stamp = to_db(now)
+        if self._in_flight(sink_id, stamp) >= concurrency:
+            return []  # other workers fill the sink (checked before taking its row)
         with self.db.atomic():
             lock = " FOR UPDATE" if self.db.is_postgres else ""
             sink = self.db.execute(
@@ -226,12 +251,7 @@ class DeliveryQueries:
             if sink is None or (sink[1] is not None and sink[1] > stamp):
                 return []
             allowed = 1 if sink[0] >= SINK_DOWN_AFTER else concurrency
-            leased = self.db.value(
-                "SELECT count(*) FROM deliveries WHERE sink_id = ? AND lease_until > ?"
-                " AND lease_until IS NOT NULL AND status = 'pending'",
-                [sink_id, stamp],
-            )
-            room = min(limit, allowed - int(leased or 0))
+            room = min(limit, allowed - self._in_flight(sink_id, stamp))
             if room <= 0:
                 return []
             ids = [
@@ -268,16 +288,35 @@ class DeliveryQueries:
             for row in rows
         ]  # fmt: skip
 
-    def wake_at(self, sink_id: int, now: str | None = None) -> str | None:
+    def wake_at(
+        self, sink_id: int, now: str | None = None, *, concurrency: int | None = None
+    ) -> str | None:
         """When the sink's queue may next move (``None``: nothing pending).
 
         The earliest time a story's head becomes sendable: due (quiet hours, a
         batch window), its backoff over, its lease lapsed, the sink's own backoff
-        over. Deliveries behind a head wait for it, so they do not count.
+        over. Deliveries behind a head wait for it, so they do not count. With
+        ``concurrency`` given and that many deliveries leased by other workers,
+        the first lease to lapse (the workers holding them claim the next ones
+        themselves as their sends end).
         """
-        retry_at = self.db.value("SELECT retry_at FROM sinks WHERE id = ?", [sink_id])
-        if retry_at and retry_at > (now or now_db()):
-            return str(retry_at)  # down as a whole: nothing moves before then
+        now = now or now_db()
+        sink = self.db.execute(
+            "SELECT failures, retry_at FROM sinks WHERE id = ?", [sink_id]
+        ).fetchone()
+        if sink is None:
+            return None
+        if sink[1] and sink[1] > now:
+            return str(sink[1])  # down as a whole: nothing moves before then
+        if concurrency is not None:
+            allowed = 1 if sink[0] >= SINK_DOWN_AFTER else concurrency
+            if self._in_flight(sink_id, now) >= allowed:
+                lapse = self.db.value(
+                    "SELECT MIN(lease_until) FROM deliveries WHERE sink_id = ?"
+                    " AND lease_until > ? AND lease_until IS NOT NULL AND status = 'pending'",
+                    [sink_id, now],
+                )
+                return None if lapse is None else str(lapse)
         later = self.db.dialect.greatest(
             "d.due_at", "COALESCE(d.next_attempt_at, d.due_at)", "COALESCE(d.lease_until, d.due_at)"
         )
