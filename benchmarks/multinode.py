@@ -2,7 +2,7 @@
 
     python3 benchmarks/multinode.py run [--nodes 3] [--feeds 1000] [--interval 30]
                                         [--minutes 5] [--advance 10] [--kill-after S]
-                                        [--back-after S] [--database URL]
+                                        [--back-after S] [--drain 900] [--database URL]
     python3 benchmarks/multinode.py cost [--feeds 1000] [--interval 30] [--phase 60]
                                          [--database URL]
 
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 back_at = time.time()
             time.sleep(0.2)
         time.sleep(2 * args.interval)  # the last changes are polled
-        _drain(url, receiver)
+        drained = _drain(url, receiver, args.drain)
         for name, node in nodes.items():
             cpu[name] += tree_cpu(node.pid)
     finally:
@@ -207,6 +207,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     figures = _check(url, record, receiver, args, killed_at)
     figures["node_cpu_s"] = {k: round(v, 1) for k, v in sorted(cpu.items())}
     figures["postgres_cpu_s"] = round(server_cpu, 1)
+    figures["drain_s"] = drained  # from two intervals after the run until every event arrived
     figures["nodes_exited_before_the_end"] = exited  # name: exit status (should be empty)
     texts = {name: path.read_text() for name, path in logs.items()}
     # polls that stored something are logged at info (a 304 or an unchanged 200 is debug)
@@ -217,18 +218,20 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     return figures
 
 
-def _drain(url: str, receiver: Receiver, wait: float = 120.0) -> None:
-    """Until every stored event has reached the receiver (at most ``wait`` seconds)."""
+def _drain(url: str, receiver: Receiver, wait: float) -> float:
+    """Until every stored event has reached the receiver (at most ``wait`` seconds);
+    returns the seconds it took."""
     db = connect(url)
+    started = time.time()
     try:
-        deadline = time.time() + wait
-        while time.time() < deadline:
+        while time.time() < started + wait:
             ids = {r[0] for r in db.execute("SELECT event_id FROM outbox WHERE baseline = 0")}
             if ids <= set(receiver.ids):
-                return
+                break
             time.sleep(1)
     finally:
         db.close()
+    return round(time.time() - started, 1)
 
 
 def _check(
@@ -365,6 +368,9 @@ def main() -> None:
     parser.add_argument("--advance", type=float, default=10.0)
     parser.add_argument("--kill-after", type=float, default=0.0)
     parser.add_argument("--back-after", type=float, default=60.0)
+    parser.add_argument(
+        "--drain", type=float, default=900.0, help="run: wait at most this for delivery, s"
+    )
     parser.add_argument("--phase", type=float, default=60.0, help="cost: seconds per phase")
     parser.add_argument("--database", help="an empty PostgreSQL database (default: a new one)")
     args = parser.parse_args()
