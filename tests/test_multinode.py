@@ -228,3 +228,42 @@ def test_nodes_starting_together_on_an_empty_database_share_one_set_of_sources()
     assert len(results) == 4 and all(r == results[0] for r in results)
     rows = query_rows(url, "SELECT count(*) AS n, count(DISTINCT name) AS names FROM sources")
     assert rows == [{"n": 300, "names": 300}]
+
+
+def test_a_node_whose_source_sync_deadlocks_with_another_writes_it_again() -> None:
+    """A node (re)starting with a changed config while another node holds some of the same
+    source rows: PostgreSQL breaks the deadlock by rolling one back; the node's sync runs
+    again and succeeds instead of the node exiting with "deadlock detected"."""
+    import psycopg
+
+    from aggregator.store import SourceSpec, Store
+
+    url = pg.server().fresh()
+    store = Store.open(url)
+    names = [f"s{n}" for n in range(10)]
+    store.sync_sources([SourceSpec(n, "feed", f"http://feeds.test/{n}.xml", 60) for n in names])
+    other = psycopg.connect(url)  # another node's transaction, in the opposite order
+    other.execute("UPDATE sources SET interval_seconds = 61 WHERE name = 's9'")
+    done: list[dict[str, int] | BaseException] = []
+
+    def sync() -> None:
+        specs = [SourceSpec(n, "feed", f"http://feeds.test/{n}.xml", 120) for n in names]
+        try:
+            done.append(store.sync_sources(specs))  # waits for s9
+        except BaseException as exc:  # reported below
+            done.append(exc)
+
+    thread = threading.Thread(target=sync)
+    thread.start()
+    time.sleep(0.5)
+    try:
+        other.execute("UPDATE sources SET interval_seconds = 61 WHERE name = 's0'")  # a cycle
+        other.commit()
+    except psycopg.errors.DeadlockDetected:
+        other.rollback()  # the server chose this side: the node's sync goes on
+    thread.join(30)
+    other.close()
+    store.close()
+    assert len(done) == 1 and not isinstance(done[0], BaseException), done
+    rows = query_rows(url, "SELECT DISTINCT interval_seconds AS i FROM sources")
+    assert rows == [{"i": 120}]

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from aggregator.errors import StoreError
 from aggregator.events import source_event
 from aggregator.models import Change, Known, Parsed, Snapshot
-from aggregator.store.db import SOURCES_LOCK, Database, connect, is_postgres, mask
+from aggregator.store.db import SOURCES_LOCK, Conflict, Database, connect, is_postgres, mask
 from aggregator.store.outbox import DeliveryQueries
 from aggregator.store.rows import (
     INSERT_FETCH,
@@ -52,6 +52,8 @@ __all__ = [
 #: Unchanged polls (304 / same body) whose log rows wait to be written together.
 PENDING_MAX_ROWS = 500
 PENDING_MAX_SECONDS = 5.0
+#: Times the configured sources are written before a conflict with other nodes is an error.
+SYNC_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,19 @@ class Store(DeliveryQueries):
         Returns:
             The source id of each configured source, by name.
         """
+        specs = list(specs)
+        for attempt in range(1, SYNC_ATTEMPTS + 1):
+            try:
+                ids = self._sync_sources(specs, keep)
+                break
+            except Conflict:  # another node's write crossed ours (PostgreSQL): again
+                if attempt == SYNC_ATTEMPTS:
+                    raise
+                time.sleep(0.05 * attempt)
+        self.load_fetch_states()
+        return ids
+
+    def _sync_sources(self, specs: list[SourceSpec], keep: Collection[str]) -> dict[str, int]:
         ids: dict[str, int] = {}
         now = now_db()
         with self.db.atomic():
@@ -185,7 +200,6 @@ class Store(DeliveryQueries):
             rows = self.db.execute("SELECT id, name FROM sources WHERE active = 1").fetchall()
             gone = [(row[0],) for row in rows if row[1] not in wanted]
             self.db.executemany("UPDATE sources SET active = 0 WHERE id = ?", gone)
-        self.load_fetch_states()
         return ids
 
     def load_fetch_states(self) -> None:
@@ -206,7 +220,9 @@ class Store(DeliveryQueries):
 
     def _upsert_source(self, spec: SourceSpec, now: str) -> int:
         row = self.db.execute(
-            "SELECT id, config_url, url FROM sources WHERE name = ?", [spec.name]
+            "SELECT id, config_url, url, kind, interval_seconds, active, host FROM sources"
+            " WHERE name = ?",
+            [spec.name],
         ).fetchone()
         if row is None:
             cur = self.db.execute(
@@ -218,7 +234,7 @@ class Store(DeliveryQueries):
                 ],
             )  # fmt: skip
             return int(cur.fetchone()[0])
-        source_id, config_url, url = row
+        source_id, config_url, url = row[:3]
         if config_url != spec.url:  # the user pointed the source elsewhere: start afresh
             url = spec.url
             self.db.execute(
@@ -226,6 +242,8 @@ class Store(DeliveryQueries):
                 " body_sha256 = NULL WHERE id = ?",
                 [spec.url, spec.url, source_id],
             )
+        if tuple(row[3:]) == (spec.kind, spec.interval_seconds, 1, host_of(url)):
+            return int(source_id)  # unchanged: its row is not locked (other nodes poll it)
         self.db.execute(
             "UPDATE sources SET kind = ?, interval_seconds = ?, active = 1, host = ? WHERE id = ?",
             [spec.kind, spec.interval_seconds, host_of(url), source_id],

@@ -512,6 +512,8 @@ class PostgresDatabase(Database):
         if not isinstance(exc, psycopg.Error):
             return exc
         text = scrub(str(exc).strip(), self._url)
+        if (exc.sqlstate or "").startswith("40"):  # class 40: a deadlock, a serialization failure
+            return Conflict(f"database conflict with another node: {text}", sql)
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
             return ConnectionLost(f"lost the database {self.location}: {text}", sql)
         return DatabaseError(f"database error: {text}", sql)
@@ -598,6 +600,11 @@ class DatabaseError(StoreError):
 
 class ConnectionLost(DatabaseError):
     """The database server went away (restarted, unreachable); retry later."""
+
+
+class Conflict(DatabaseError):
+    """PostgreSQL rolled the transaction back to break a deadlock or a serialization
+    conflict with another node's: it can simply run again."""
 
 
 def connect(location: str | Path, *, readonly: bool = False) -> Database:
