@@ -309,7 +309,8 @@ def cost(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         write_config(config, database, base, args, "", backend)
         node = start_node(config, "cost", tmp / f"{backend}.log")
         try:
-            time.sleep(args.interval + 10)  # every feed's first listing is stored
+            _first_listings(database, args.feeds)  # every feed's first listing is stored,
+            time.sleep(args.interval + 5)  # and each has been asked again (a 304) since
             marks = [_mark(node.pid, database)]
             time.sleep(args.phase)  # quiet: every poll is a 304
             marks.append(_mark(node.pid, database))
@@ -326,6 +327,26 @@ def cost(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     if pg is not None:
         pg.stop()
     return results
+
+
+def _first_listings(database: str, feeds: int, wait: float = 900.0) -> None:
+    """Until every feed's entries are stored (a cold pass on two cores takes a while)."""
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        time.sleep(2)
+        try:
+            db = connect(database, readonly=True)
+        except Exception:  # the node has not created the schema yet
+            continue
+        try:
+            done = db.value("SELECT count(DISTINCT source_id) FROM entries")
+        except Exception:
+            done = 0
+        finally:
+            db.close()
+        if done >= feeds:
+            return
+    raise SystemExit(f"the first listings were not stored within {wait:.0f} s")
 
 
 def _mark(pid: int, database: str) -> dict[str, float]:
