@@ -63,12 +63,14 @@ class Receiver:
         self.arrivals: list[tuple[str, float]] = []  # (event id, time) of each 2xx answer
         self.count = 0
         self.lock = threading.Lock()
+        self.accepting = True
         self.httpd: ThreadingHTTPServer | None = None
         self.port = 0
         self.up()
 
     def up(self) -> None:
         receiver = self
+        self.accepting = True
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -78,6 +80,9 @@ class Receiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if not receiver.accepting:  # down: kept-alive connections get no answer either
+                    self.close_connection = True
+                    return
                 time.sleep(receiver.delay)
                 with receiver.lock:
                     receiver.count += 1
@@ -95,6 +100,7 @@ class Receiver:
 
     def down(self) -> None:
         assert self.httpd is not None
+        self.accepting = False
         self.httpd.shutdown()
         self.httpd.server_close()
 
