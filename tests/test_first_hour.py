@@ -64,6 +64,24 @@ def test_an_interval_under_a_minute_loads_with_a_warning_naming_the_source(
     assert "source 'tech': interval 0.2s is under a minute" in line["problem"]
 
 
+def test_many_intervals_under_a_minute_give_one_warning_not_one_per_source(
+    tmp_path: Path,
+) -> None:
+    """A config of 500 sources at 30 s (a test rig, a server of your own): one warning line
+    with the count and the shortest, not 500 lines at every start."""
+    sources = "".join(
+        f'[[sources]]\nname = "f{n}"\nurl = "http://127.0.0.1:9/{n}.xml"\n'
+        f'interval = "{30 - (n == 7)}s"\n'
+        for n in range(500)
+    )
+    (tmp_path / "aggregator.toml").write_text(sources)
+    proc = run("config", "check", cwd=tmp_path)
+    assert proc.returncode == 0 and "valid: 500 sources" in proc.stdout
+    [line] = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert "500 sources ('f0', 'f1', 'f2', …) have an interval under a minute" in line["problem"]
+    assert "the shortest 29s, source 'f7'" in line["problem"]
+
+
 def test_since_without_a_unit_is_refused(tmp_path: Path) -> None:
     """`digest --since 5` says to write 5m or 5s, instead of reading 5 seconds."""
     proc = run("digest", "--since", "5", "--db", str(tmp_path / "x.db"), cwd=tmp_path)

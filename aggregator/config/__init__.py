@@ -328,6 +328,8 @@ def _check_digests(config: Config, where: str) -> tuple[Config, list[str]]:
 
 #: A polling interval shorter than this is accepted, with a warning.
 SHORT_INTERVAL = 60.0
+#: More sources than this under ``SHORT_INTERVAL``: one warning names the first few.
+SHORT_INTERVAL_LINES = 3
 
 
 def warnings(config: Config) -> list[str]:
@@ -336,16 +338,22 @@ def warnings(config: Config) -> list[str]:
     A source polled more often than once a minute is fine against a server of your
     own; against a publisher it can get you blocked.
     """
-    lines = []
-    for source in config.sources:
-        if source.enabled and source.interval < SHORT_INTERVAL:
-            per_minute = SHORT_INTERVAL / source.interval
-            lines.append(
-                f"{config.path}: source {source.name!r}: interval {source.interval:g}s is"
-                f" under a minute (about {per_minute:.0f} fetches a minute); fine for a server"
-                ' of your own, but a publisher may block you: write e.g. interval = "5m"'
-            )
-    return lines
+    short = [s for s in config.sources if s.enabled and s.interval < SHORT_INTERVAL]
+    advice = (
+        'fine for a server of your own, but a publisher may block you: write e.g. interval = "5m"'
+    )
+    if len(short) > SHORT_INTERVAL_LINES:  # one line, not one per source of a large config
+        fastest = min(short, key=lambda s: s.interval)
+        named = ", ".join(repr(s.name) for s in short[:SHORT_INTERVAL_LINES])
+        return [
+            f"{config.path}: {len(short)} sources ({named}, …) have an interval under a minute"
+            f" (the shortest {fastest.interval:g}s, source {fastest.name!r}); {advice}"
+        ]
+    return [
+        f"{config.path}: source {s.name!r}: interval {s.interval:g}s is under a minute"
+        f" (about {SHORT_INTERVAL / s.interval:.0f} fetches a minute); {advice}"
+        for s in short
+    ]
 
 
 def _describe(exc: ValidationError, where: str, raw: dict[str, Any], given: _Defaults) -> str:
