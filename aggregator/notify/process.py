@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -109,7 +110,7 @@ class DeliveryProcesses:
         while not stop.is_set():
             started = time.monotonic()
             proc, said_ready = self._spawn()
-            said_ready.add_done_callback(lambda _: ready.done() or ready.set_result(None))
+            said_ready.add_done_callback(functools.partial(_settle, ready))
             with self._lock:
                 self.procs[slot] = proc
             while proc.poll() is None and not stop.is_set():
@@ -153,6 +154,12 @@ class DeliveryProcesses:
         return proc, _said_ready(read_end)
 
 
+def _settle(future: asyncio.Future[None], _: object = None) -> None:
+    """Mark ``future`` done unless it already is (a later process's ready counts no more)."""
+    if not future.done():
+        future.set_result(None)
+
+
 def _said_ready(fd: int) -> asyncio.Future[None]:
     """A future done when a byte (ready) or end of file (exited) arrives on ``fd``."""
     loop = asyncio.get_running_loop()
@@ -161,8 +168,7 @@ def _said_ready(fd: int) -> asyncio.Future[None]:
     def readable() -> None:
         loop.remove_reader(fd)
         os.close(fd)
-        if not future.done():
-            future.set_result(None)
+        _settle(future)
 
     loop.add_reader(fd, readable)
     return future
