@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -122,40 +123,41 @@ class TestServer:
                     server.active += 1
                     server.max_active = max(server.max_active, server.active)
                 try:
-                    status, body = server._answer(self)
+                    status, body, send = server._answer(self)
+                    with server.lock:  # recorded before the answer: a client that has it sees it
+                        server.requests.append(
+                            Request("GET", self.path, dict(self.headers), status, time.time(), body)
+                        )
+                    send()
                 finally:
                     with server.lock:
                         server.active -= 1
-                with server.lock:
-                    server.requests.append(
-                        Request("GET", self.path, dict(self.headers), status, time.time(), body)
-                    )
 
             do_POST = do_GET
 
         return H
 
-    def _answer(self, req: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+    def _answer(self, req: BaseHTTPRequestHandler) -> tuple[int, bytes, Callable[[], object]]:
+        """The status and body to record for ``req``, and the call that sends the answer."""
         with self.lock:
             res = self.resources.get(req.path.split("?")[0])
         if res is None:
-            return _send(req, 404, b"not found", {"Content-Type": "text/plain"}), b""
+            return 404, b"", partial(_send, req, 404, b"not found", {"Content-Type": "text/plain"})
         if res.delay:
             time.sleep(res.delay)
         if res.handler is not None:
-            res.handler(req)
-            return res.status, b""
+            return res.status, b"", partial(res.handler, req)
         headers = {"Content-Type": res.content_type, **res.headers}
         if res.validators and res.status == 200:
             headers["ETag"] = res.etag
             headers["Last-Modified"] = formatdate(res.modified, usegmt=True)
             if req.headers.get("If-None-Match") == res.etag:
-                return _send(req, 304, b"", headers), b""
+                return 304, b"", partial(_send, req, 304, b"", headers)
         body = res.body
         if res.gzip and "gzip" in req.headers.get("Accept-Encoding", ""):
             body = gzip.compress(body)
             headers["Content-Encoding"] = "gzip"
-        return _send(req, res.status, body, headers), res.body
+        return res.status, res.body, partial(_send, req, res.status, body, headers)
 
 
 def _send(req: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str]) -> int:
